@@ -1,0 +1,1 @@
+"""Frame sources: where grey images come from (Pi camera, USB camera, files, synthetic gate scene)."""

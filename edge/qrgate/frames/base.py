@@ -1,0 +1,51 @@
+"""The one interface every frame source implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(slots=True)
+class Frame:
+    """One grey image and when it was captured.
+
+    ``grey`` is H x W uint8 and may be a view into a camera buffer (the Y plane of a YUV420 lores
+    stream): consumers must not keep it past the next ``read()``.
+    """
+
+    grey: np.ndarray
+    captured_at: float  # time.monotonic() seconds at capture (sensor timestamp where available)
+    index: int  # 0-based count of frames produced by the source, including dropped ones
+
+
+class FrameSource(Protocol):
+    """A camera or stand-in. Context manager; ``close()`` is idempotent.
+
+    Live sources run their capture loop on their own thread and keep only the newest frame
+    ("latest frame wins"): a frame not read before the next one arrives is dropped and counted.
+    """
+
+    name: str
+
+    def start(self) -> None:
+        """Open the device and begin capturing. Raises CameraUnavailable/FrameSourceError."""
+
+    def read(self, timeout: float = 1.0) -> Frame | None:
+        """The newest frame not yet returned, waiting up to ``timeout`` s; None if none came.
+
+        Raises FrameSourceError when the source has failed for good (camera vanished) and
+        EOFError when a finite source (files, video, scripted scene) is exhausted.
+        """
+
+    @property
+    def frames_dropped(self) -> int:
+        """Frames captured but replaced by a newer one before anyone read them."""
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> "FrameSource": ...
+
+    def __exit__(self, *exc: object) -> None: ...

@@ -1,0 +1,46 @@
+"""The outcome of verifying one QR text: accepted, or rejected with one named reason."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Reason(enum.StrEnum):
+    ACCEPTED = "accepted"
+    NOT_A_PASS = "not_a_pass"  # readable text, but no known pass prefix (a URL, a product code)
+    MALFORMED = "malformed"  # a known prefix, but the encoding/compression/CBOR/COSE is broken or hostile
+    UNKNOWN_ISSUER = "unknown_issuer"  # no trusted key for the kid
+    BAD_SIGNATURE = "bad_signature"  # a trusted key exists for the kid, but no such key verifies it
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not_yet_valid"
+    UNSUPPORTED_ALGORITHM = "unsupported_algorithm"
+
+
+class PassFormat(enum.StrEnum):
+    DCC = "dcc"  # EU Digital COVID Certificate, "HC1:" (Vietnam's vaccine passport is one)
+    QRGATE = "qrgate"  # qrgate's own check-in pass
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the gate decides about one QR text.
+
+    Personal data stays out of this object except the pseudonymous ``subject_id`` of a valid qrgate
+    pass; the DCC holder's name and date of birth are never copied here.
+    """
+
+    reason: Reason
+    format: PassFormat = PassFormat.UNKNOWN
+    issuer: str | None = None
+    kid: str | None = None  # base64 of the key identifier, as DCC trust lists print it
+    pass_id: str | None = None  # qrgate pass id, or the DCC certificate identifier (UCI)
+    subject_id: str | None = None  # only set when accepted
+    expires: int | None = None  # epoch seconds
+    initials: str | None = None  # display initials of a qrgate pass, only set when accepted
+    detail: str | None = None  # which step failed, for technicians ("base45", "zlib", "cbor", ...); never personal data
+
+    @property
+    def accepted(self) -> bool:
+        return self.reason is Reason.ACCEPTED

@@ -1,0 +1,104 @@
+"""The wire contract: MQTT topic names and payload schemas, shared by the daemon and operator tools.
+
+Every topic puts the device id at a fixed level (``qrgate/v1/device/<device_id>/...``) so a broker
+ACL pattern (``pattern write qrgate/v1/device/%c/#``) confines each device to its own subtree.
+Payloads are JSON objects with a schema version ``v``; consumers ignore fields they do not know.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TOPIC_ROOT = "qrgate/v1"
+SCHEMA_VERSION = 1
+
+
+def checkin_topic(device_id: str) -> str:
+    """Check-in events: QoS 1, not retained."""
+    return f"{TOPIC_ROOT}/device/{device_id}/checkin"
+
+
+def status_topic(device_id: str) -> str:
+    """Retained birth message ``online`` payload; LWT ``offline`` (retained)."""
+    return f"{TOPIC_ROOT}/device/{device_id}/status"
+
+
+def availability_topic(device_id: str) -> str:
+    """Retained plain ``online``/``offline`` string, as Frigate's ``available`` topic."""
+    return f"{TOPIC_ROOT}/device/{device_id}/available"
+
+
+ALL_CHECKINS = f"{TOPIC_ROOT}/device/+/checkin"
+
+
+class CheckinEvent(BaseModel):
+    """One check-in: a presentation of a code at the gate, accepted or rejected.
+
+    No names, dates of birth or ID numbers: only the pass id and the pseudonymous subject id of a
+    valid pass, which is what contact tracing needs.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    v: int = Field(SCHEMA_VERSION, description="Payload schema version.")
+    event_id: str = Field(description="UUIDv7: unique, and sorts by creation time.")
+    seq: int = Field(description="Per-device sequence number, 1-based, gap-free across restarts.")
+    device_id: str = Field(description="Device that answered the visitor.")
+    site_id: str = Field(description="Check-in point (bus station, market) the device belongs to.")
+    gate: str = Field(description="Gate name within the site.")
+    direction: Literal["in", "out"] = Field(description="Whether this gate checks people in or out.")
+    time: str = Field(description="Wall-clock time of the decision, ISO 8601 UTC with milliseconds.")
+    clock_synced: bool = Field(description="Whether the device clock was NTP/RTC-synchronised at that time.")
+    verdict: Literal["accepted", "rejected"] = Field(description="What the gate showed.")
+    reason: str = Field(description="'accepted' or the named rejection reason.")
+    format: str = Field(description="Pass format: dcc, qrgate or unknown.")
+    issuer: str | None = Field(None, description="Issuer of the pass, when known.")
+    pass_id: str | None = Field(None, description="Pass id (qrgate) or certificate identifier (DCC), when readable.")
+    subject_id: str | None = Field(None, description="Pseudonymous subject id; only for accepted passes.")
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+    @classmethod
+    def from_json(cls, payload: bytes | str) -> "CheckinEvent":
+        return cls.model_validate_json(payload)
+
+
+_uuid7_lock = threading.Lock()
+_uuid7_last = 0
+
+
+def new_event_id(now: float | None = None) -> str:
+    """A UUIDv7 string (RFC 9562): 48-bit Unix milliseconds, then random bits.
+
+    Within one process ids are strictly increasing even if the wall clock steps backwards: the
+    timestamp field never decreases (time-ordering is for humans; the seq number is the order).
+    Hand-written because uuid.uuid7 only arrives in Python 3.14.
+    """
+    global _uuid7_last
+    ms = int((time.time() if now is None else now) * 1000)
+    rand = int.from_bytes(os.urandom(10), "big") & ((1 << 74) - 1)  # rand_a (12 bits) + rand_b (62 bits)
+    with _uuid7_lock:
+        value = (ms << 74) | rand
+        if value <= _uuid7_last:
+            value = _uuid7_last + 1
+        _uuid7_last = value
+    ms_part, rest = value >> 74, value & ((1 << 74) - 1)
+    as_int = (ms_part << 80) | (0x7 << 76) | ((rest >> 62) << 64) | (0b10 << 62) | (rest & ((1 << 62) - 1))
+    h = f"{as_int:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def iso_utc(epoch: float) -> str:
+    """ISO 8601 UTC with milliseconds and a Z."""
+    secs = int(epoch)
+    ms = int(round((epoch - secs) * 1000))
+    if ms == 1000:
+        secs, ms = secs + 1, 0
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{ms:03d}Z"
