@@ -1,0 +1,50 @@
+"""The ``qrgate`` command.
+
+argparse (the standard library's, well kept and dependency-free on the device) with one module per
+subcommand under ``qrgate.commands``; each exposes ``add_parser(subparsers)`` and ``run(args) -> int``.
+Subcommands are imported lazily so ``qrgate verify`` does not pay for OpenCV or paho at start-up.
+Exit codes: 0 success, 1 a negative result (rejected pass, invalid config), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+
+# subcommand name -> module under qrgate.commands
+SUBCOMMANDS = {
+    "run": "run",
+    "check-config": "check_config",
+    "verify": "verify",
+    "demo": "demo",
+    "bench": "bench",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qrgate",
+        description="QR check-in gate: decode, verify offline, answer green/red, publish check-ins over MQTT.",
+    )
+    parser.add_argument("--version", action="version", version=f"qrgate {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module_name in SUBCOMMANDS.values():
+        module = importlib.import_module(f"qrgate.commands.{module_name}")
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,269 @@
+"""The device configuration: one TOML file, modelled strictly in pydantic.
+
+Unknown keys are errors (a misspelt key silently ignored is a gate that behaves differently from what
+the technician wrote); every field has a description and a default that suits a Raspberry Pi gate.
+``load_config`` reports every problem at once, each with the file, line and dotted key.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+
+# MQTT topic levels must not contain '/', '+' or '#'; the device id is also a file name and an ACL user.
+_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class DeviceConfig(_Section):
+    id: str = Field("gate-demo-01", pattern=_ID_PATTERN, description="Device id; also the MQTT client id and ACL user.")
+    site_id: str = Field("site-demo", pattern=_ID_PATTERN, description="Check-in point (bus station, market) this gate belongs to.")
+    gate: str = Field("main", min_length=1, max_length=64, description="Gate name within the site, e.g. 'north-entrance'.")
+    direction: Literal["in", "out"] = Field("in", description="Whether the gate checks people in or out.")
+
+
+class CameraConfig(_Section):
+    source: Literal["picamera2", "usb", "files", "video", "synthetic"] = Field(
+        "synthetic", description="Where frames come from: the Pi camera, a USB/V4L2 camera, image files, a video file, or the synthetic gate scene."
+    )
+    width: int = Field(640, ge=160, le=4096, description="Width of the grey image the decoder sees (the Pi camera's lores stream).")
+    height: int = Field(480, ge=120, le=3072, description="Height of the grey image the decoder sees.")
+    fps: float = Field(30.0, gt=0, le=240, description="Frames per second requested from the camera (synthetic: simulated rate).")
+    max_exposure_us: int = Field(
+        16_666, ge=100, le=1_000_000,
+        description="Longest frame duration the Pi camera may use, in microseconds; short exposures limit motion blur of a waving hand.",
+    )
+    autofocus: bool = Field(True, description="Continuous fast autofocus when the camera has it (Camera Module 3).")
+    usb_device: int | str = Field(0, description="V4L2 device index or path (e.g. /dev/video0) for source = 'usb'.")
+    path: str | None = Field(None, description="Image directory or video file for source = 'files' / 'video'.")
+    loop: bool = Field(False, description="Start again at the end of a files/video/synthetic source instead of stopping.")
+    seed: int = Field(7, description="Random seed of the synthetic scene.")
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> "CameraConfig":
+        if self.source in ("files", "video") and not self.path:
+            raise ValueError(f"camera.path is required when camera.source = '{self.source}'")
+        return self
+
+
+class DecoderConfig(_Section):
+    backend: Literal["zxing", "zbar"] = Field("zxing", description="Primary QR decoder: zxing-cpp (fast, default) or pyzbar.")
+    fallback: Literal["zxing", "zbar", "none"] = Field(
+        "zbar", description="Decoder tried only when the primary sees a QR it cannot read; \"none\" disables it."
+    )
+    try_rotate: bool = Field(False, description="Also try 90/270-degree rotations (slower; QR is rotation-invariant already).")
+    try_invert: bool = Field(False, description="Also try inverted (light-on-dark) codes (slower).")
+    try_downscale: bool = Field(False, description="Also try downscaled images (helps very large codes, slower).")
+
+    @model_validator(mode="after")
+    def _fallback_differs(self) -> "DecoderConfig":
+        if self.fallback == self.backend:
+            raise ValueError("decoder.fallback must differ from decoder.backend (or be omitted)")
+        return self
+
+
+class TrustConfig(_Section):
+    paths: list[str] = Field(
+        default_factory=lambda: ["/etc/qrgate/trust"],
+        description="Trust anchors: directories of issuer certificates (PEM/DER) and/or JSON key files.",
+    )
+    clock_skew_s: int = Field(300, ge=0, le=86_400, description="Tolerance in seconds for issued-at in the future and for expiry.")
+
+
+class DecisionConfig(_Section):
+    presence_gap_s: float = Field(
+        0.8, gt=0, le=10, description="A code unseen for longer than this has left the camera; shorter gaps are the same presentation."
+    )
+    repeat_window_s: float = Field(
+        30.0, ge=0, le=86_400, description="The same code shown again within this window gets feedback again but no second event."
+    )
+
+
+class PatternConfig(_Section):
+    accepted_on_s: float = Field(1.0, gt=0, le=10, description="How long the green LED stays on for an accepted pass.")
+    accepted_beeps: int = Field(1, ge=0, le=10, description="Short beeps for an accepted pass.")
+    rejected_on_s: float = Field(1.5, gt=0, le=10, description="How long the red LED stays on for a rejected code.")
+    rejected_beeps: int = Field(3, ge=0, le=10, description="Short beeps for a rejected code.")
+    beep_s: float = Field(0.1, gt=0, le=2, description="Length of one beep and of the pause between beeps.")
+    relay_pulse_s: float = Field(1.5, gt=0, le=30, description="How long the relay (turnstile/gate) is energised after an accepted pass.")
+
+
+class FeedbackConfig(_Section):
+    board: str = Field("rpi-gate-v1", description="Board pin profile: a name under hardware/profiles/ or a path to a TOML profile.")
+    pins: dict[str, int | None] = Field(
+        default_factory=dict, description="Per-pin overrides of the board profile (BCM numbers), e.g. {relay = 17}; null removes an output."
+    )
+    relay_active_low: bool | None = Field(None, description="Override the profile's relay polarity (most relay modules are active-low).")
+    mock_pins: bool = Field(
+        False, description="Use gpiozero's mock pin factory instead of real GPIO (demo, development off a Pi)."
+    )
+    patterns: PatternConfig = Field(default_factory=PatternConfig, description="LED and buzzer timings.")
+
+
+class OutboxConfig(_Section):
+    path: str = Field("/var/lib/qrgate/outbox.sqlite", description="SQLite file that holds every check-in until the broker acknowledges it.")
+    max_mb: int = Field(
+        512, ge=1, le=1_000_000,
+        description="Size above which the outbox is reported as over its limit; events are never dropped (see docs/mqtt.md).",
+    )
+
+
+class MqttConfig(_Section):
+    enabled: bool = Field(True, description="Publish check-in events; when false, events stay in the outbox.")
+    host: str = Field("localhost", min_length=1, description="Broker host (the site broker, normally on the gate itself or the site's router).")
+    port: int = Field(8883, ge=1, le=65535, description="Broker port (8883 = MQTT over TLS).")
+    tls: bool = Field(True, description="Use TLS with server certificate verification.")
+    ca_file: str | None = Field("/etc/qrgate/pki/ca.pem", description="CA certificate that signed the broker's certificate.")
+    cert_file: str | None = Field("/etc/qrgate/pki/device.pem", description="This device's client certificate (mTLS).")
+    key_file: str | None = Field("/etc/qrgate/pki/device.key", description="This device's private key (mTLS); readable only by the qrgate user.")
+    client_id: str | None = Field(None, description="MQTT client id; defaults to the device id.")
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keep-alive interval; dead links are noticed after 1.5x this.")
+    session_expiry_s: int = Field(86_400, ge=0, description="MQTT v5 session expiry: how long the broker keeps our session while we are away.")
+    max_inflight: int = Field(20, ge=1, le=1000, description="Most check-in events published but not yet acknowledged.")
+    reconnect_min_s: float = Field(1.0, gt=0, description="First reconnect delay; doubles up to reconnect_max_s, with full jitter.")
+    reconnect_max_s: float = Field(120.0, gt=0, description="Longest reconnect delay.")
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> "MqttConfig":
+        if self.enabled and self.tls and not self.ca_file:
+            raise ValueError("mqtt.ca_file is required when mqtt.tls = true")
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("mqtt.cert_file and mqtt.key_file go together")
+        return self
+
+
+class ServiceConfig(_Section):
+    status_interval_s: float = Field(5.0, gt=0, le=3600, description="How often the live status line (systemd STATUS=) is refreshed.")
+    stop_flush_s: float = Field(5.0, ge=0, le=120, description="On stop, how long to keep publishing pending events before disconnecting.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level (logs never contain personal data).")
+
+
+class GateConfig(_Section):
+    """The whole device configuration (one TOML file)."""
+
+    device: DeviceConfig = Field(default_factory=DeviceConfig, description="Who this gate is.")
+    camera: CameraConfig = Field(default_factory=CameraConfig, description="Where frames come from.")
+    decoder: DecoderConfig = Field(default_factory=DecoderConfig, description="How QR codes are read.")
+    trust: TrustConfig = Field(default_factory=TrustConfig, description="Which issuers' signatures are trusted.")
+    decision: DecisionConfig = Field(default_factory=DecisionConfig, description="How presentations are debounced.")
+    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig, description="LEDs, buzzer and relay.")
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="Durable store of check-in events.")
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Uplink to the broker.")
+    service: ServiceConfig = Field(default_factory=ServiceConfig, description="Daemon housekeeping.")
+
+
+def _key_lines(text: str) -> dict[tuple[str, ...], int]:
+    """Map dotted key paths to the 1-based line where they are written.
+
+    tomllib gives no positions, and a message a technician can act on needs the line. This
+    understands the TOML a person writes in this file: [table] headers, [[array]] headers and
+    ``key = value`` lines with bare, quoted or dotted keys; anything else just has no line.
+    """
+    lines: dict[tuple[str, ...], int] = {}
+    table: tuple[str, ...] = ()
+    header = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+    assignment = re.compile(r"^\s*([A-Za-z0-9_\-\.\"' ]+?)\s*=")
+    for number, line in enumerate(text.splitlines(), start=1):
+        match = header.match(line)
+        if match:
+            table = tuple(part.strip().strip("\"'") for part in match.group(1).split("."))
+            lines.setdefault(table, number)
+            continue
+        match = assignment.match(line)
+        if match:
+            key = tuple(part.strip().strip("\"'") for part in match.group(1).split("."))
+            lines.setdefault(table + key, number)
+    return lines
+
+
+def _locate(loc: tuple[str | int, ...], key_lines: dict[tuple[str, ...], int]) -> int | None:
+    path = tuple(str(part) for part in loc)
+    while path:
+        if path in key_lines:
+            return key_lines[path]
+        path = path[:-1]
+    return None
+
+
+def parse_config(text: str, source: str = "<config>") -> GateConfig:
+    """Validate TOML text; raise ConfigError listing every problem as ``source:line: key: message``."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    try:
+        return GateConfig.model_validate(data)
+    except ValidationError as exc:
+        key_lines = _key_lines(text)
+        problems = []
+        for error in exc.errors():
+            loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and part.startswith("function-")))
+            dotted = ".".join(str(part) for part in loc) or "(top level)"
+            line = _locate(loc, key_lines)
+            where = f"{source}:{line}" if line else source
+            message = error["msg"]
+            if error["type"] == "extra_forbidden":
+                message = "unknown key (check the spelling; see `qrgate check-config --print-defaults`)"
+            problems.append(f"{where}: {dotted}: {message}")
+        raise ConfigError(f"{len(problems)} problem(s) in {source}:\n" + "\n".join(problems)) from None
+
+
+def load_config(path: str | Path) -> GateConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    return parse_config(text, str(path))
+
+
+def render_defaults() -> str:
+    """The default configuration as commented TOML: every field with its description."""
+    out: list[str] = ["# qrgate configuration: every key with its default and what it means.", ""]
+
+    def emit(model: type[BaseModel], instance: BaseModel, table: str) -> None:
+        nested: list[tuple[str, type[BaseModel], BaseModel]] = []
+        out.append(f"[{table}]")
+        for name, field in model.model_fields.items():
+            value = getattr(instance, name)
+            if isinstance(value, BaseModel):
+                nested.append((name, type(value), value))
+                continue
+            out.append(f"# {field.description}")
+            out.append(f"{'# ' if value is None else ''}{name} = {_toml_value(value)}")
+        out.append("")
+        for name, sub_model, sub_value in nested:
+            emit(sub_model, sub_value, f"{table}.{name}")
+
+    defaults = GateConfig()
+    for name in GateConfig.model_fields:
+        section = getattr(defaults, name)
+        emit(type(section), section, name)
+    return "\n".join(out)
+
+
+def _toml_value(value: object) -> str:
+    if value is None:
+        return '""'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key} = {_toml_value(item)}" for key, item in value.items()) + "}"
+    raise TypeError(f"no TOML rendering for {type(value).__name__}")

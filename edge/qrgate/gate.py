@@ -1,0 +1,142 @@
+"""The per-frame path: frame -> decode -> decide -> verify -> record -> feedback.
+
+Kept short on purpose. A frame without a code costs one decoder call and one branch. A frame with a
+code costs a hash and a dictionary look-up while the same presentation is held; verification, the
+durable write and the feedback happen once per presentation. The event is committed to the outbox
+*before* the LED turns green, so a green light always means a stored check-in.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .clock import Clock
+from .config import DeviceConfig
+from .decision import Action, Decider, payload_key
+from .decoding.base import Decoder
+from .errors import OutboxError
+from .frames.base import Frame
+from .outbox import Outbox
+from .passes.verdict import Verdict
+from .passes.verifier import PassVerifier
+from .wire import CheckinEvent, iso_utc, new_event_id
+
+log = logging.getLogger(__name__)
+
+STORAGE_ERROR = "storage_error"  # shown (red) when a check-in cannot be stored: never green without a record
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What the gate showed for one presentation; handed to observers (demo display, telemetry)."""
+
+    verdict: Verdict
+    action: Action
+    shown_accepted: bool
+    event: CheckinEvent | None  # None for a repeat within the window, or when storing failed
+    frame: Frame
+    reason: str
+
+
+@dataclass(slots=True)
+class GateStats:
+    frames: int = 0
+    frames_with_code: int = 0
+    presentations: int = 0
+    repeats: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    storage_errors: int = 0
+    last_event_seq: int = 0
+
+
+class Gate:
+    """Turns frames into decisions, stored events and feedback. Not thread-safe: one capture loop."""
+
+    def __init__(
+        self,
+        *,
+        decoder: Decoder,
+        verifier: PassVerifier,
+        decider: Decider,
+        outbox: Outbox,
+        show: Callable[[bool], None],
+        device: DeviceConfig,
+        clock: Clock,
+        on_event_stored: Callable[[], None] = lambda: None,
+        on_outcome: Callable[[Outcome], None] | None = None,
+    ) -> None:
+        self._decode = decoder.decode
+        self._verify = verifier.verify
+        self._observe = decider.observe
+        self._outbox = outbox
+        self._show = show
+        self._device = device
+        self._clock = clock
+        self._on_event_stored = on_event_stored
+        self._on_outcome = on_outcome
+        self.stats = GateStats()
+
+    def process(self, frame: Frame) -> None:
+        stats = self.stats
+        stats.frames += 1
+        codes = self._decode(frame.grey)
+        if not codes:
+            return
+        stats.frames_with_code += 1
+        for code in codes:
+            key = payload_key(code.text)
+            action = self._observe(key, frame.captured_at)
+            if action is Action.HELD:
+                continue
+            self._present(code.text, action, frame)
+
+    def _present(self, text: str, action: Action, frame: Frame) -> None:
+        stats = self.stats
+        now = self._clock.wall()
+        verdict = self._verify(text, now)
+        accepted = verdict.accepted
+        reason = str(verdict.reason)
+        event = None
+        if action is Action.NEW:
+            stats.presentations += 1
+            try:
+                event = self._outbox.append(lambda seq: self._event(verdict, seq, now))
+            except OutboxError as exc:
+                # The check-in cannot be recorded: showing green would hide a lost event.
+                stats.storage_errors += 1
+                log.error("check-in not stored, shown as rejected: %s", exc)
+                accepted, reason = False, STORAGE_ERROR
+            else:
+                stats.last_event_seq = event.seq
+                self._on_event_stored()
+        else:
+            stats.repeats += 1
+        self._show(accepted)
+        if accepted:
+            stats.accepted += 1
+        else:
+            stats.rejected += 1
+        if self._on_outcome is not None:
+            self._on_outcome(Outcome(verdict, action, accepted, event, frame, reason))
+
+    def _event(self, verdict: Verdict, seq: int, now: float) -> CheckinEvent:
+        device = self._device
+        return CheckinEvent(
+            event_id=new_event_id(now),
+            seq=seq,
+            device_id=device.id,
+            site_id=device.site_id,
+            gate=device.gate,
+            direction=device.direction,
+            time=iso_utc(now),
+            clock_synced=self._clock.synchronised(),
+            verdict="accepted" if verdict.accepted else "rejected",
+            reason=str(verdict.reason),
+            format=str(verdict.format),
+            issuer=verdict.issuer,
+            pass_id=verdict.pass_id,
+            subject_id=verdict.subject_id if verdict.accepted else None,
+        )

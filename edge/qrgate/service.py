@@ -1,0 +1,225 @@
+"""The daemon: builds the gate from a config, runs the capture loop, talks to systemd, stops cleanly.
+
+Hardware, clock, network and storage are each built here from the config and can be handed in
+instead (tests pass a synthetic source, gpiozero's MockFactory, a ManualClock). The capture loop
+runs on the calling thread; the uplink publishes from its own thread; gpiozero runs LED and buzzer
+patterns on its own threads, so nothing the visitor waits for blocks on the network or a pattern.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from . import __version__
+from .board import load_board_profile
+from .clock import Clock, SystemClock
+from .config import CameraConfig, GateConfig
+from .decision import Decider
+from .decoding.factory import build_decoder
+from .errors import FrameSourceError
+from .feedback import FeedbackPatterns, GateFeedback, default_pin_factory
+from .frames.base import FrameSource
+from .gate import Gate, Outcome
+from .notify import SystemdNotifier
+from .outbox import Outbox
+from .passes.trust import TrustStore
+from .passes.verifier import PassVerifier
+from .uplink import TlsSettings, Uplink
+
+log = logging.getLogger(__name__)
+
+
+def build_frame_source(camera: CameraConfig) -> FrameSource:
+    """The configured camera. Imports each backend lazily: picamera2 only exists on a Pi."""
+    if camera.source == "picamera2":
+        from .frames.picamera import PiCameraSource
+
+        return PiCameraSource(
+            width=camera.width, height=camera.height, fps=camera.fps,
+            max_exposure_us=camera.max_exposure_us, autofocus=camera.autofocus,
+        )
+    if camera.source == "usb":
+        from .frames.opencv import UsbCamera
+
+        return UsbCamera(camera.usb_device, width=camera.width, height=camera.height, fps=camera.fps)
+    if camera.source == "files":
+        from .frames.opencv import FileSource
+
+        return FileSource(camera.path, loop=camera.loop)
+    if camera.source == "video":
+        from .frames.opencv import VideoFileSource
+
+        return VideoFileSource(camera.path, loop=camera.loop)
+    from .frames.synthetic import SyntheticGate, load_script
+
+    script = load_script(camera.path) if camera.path else ()
+    return SyntheticGate(
+        script, width=camera.width, height=camera.height, fps=camera.fps,
+        realtime=True, seed=camera.seed, loop=camera.loop,
+    )
+
+
+class GateService:
+    """Everything a running gate owns, in start order; ``close()`` releases it in reverse."""
+
+    def __init__(
+        self,
+        config: GateConfig,
+        *,
+        source: FrameSource | None = None,
+        pin_factory=None,
+        clock: Clock | None = None,
+        notifier: SystemdNotifier | None = None,
+        on_outcome: Callable[[Outcome], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.notifier = notifier or SystemdNotifier()
+        self._closers: list[Callable[[], None]] = []
+        try:
+            trust = TrustStore.from_paths(config.trust.paths)
+            self.outbox = Outbox(Path(config.outbox.path), max_bytes=config.outbox.max_mb * 1024 * 1024)
+            self._closers.append(self.outbox.close)
+            profile = load_board_profile(config.feedback.board, overrides=config.feedback.pins,
+                                         relay_active_low=config.feedback.relay_active_low)
+            if pin_factory is None:
+                pin_factory = default_pin_factory(mock=config.feedback.mock_pins)
+            self.feedback = GateFeedback(
+                profile, pin_factory=pin_factory,
+                patterns=FeedbackPatterns(**config.feedback.patterns.model_dump()),
+            )
+            self._closers.append(self.feedback.close)
+            self.uplink = self._build_uplink() if config.mqtt.enabled else None
+            decoder_cfg = config.decoder
+            self.gate = Gate(
+                decoder=build_decoder(
+                    decoder_cfg.backend,
+                    None if decoder_cfg.fallback == "none" else decoder_cfg.fallback,
+                    try_rotate=decoder_cfg.try_rotate, try_invert=decoder_cfg.try_invert,
+                    try_downscale=decoder_cfg.try_downscale,
+                ),
+                verifier=PassVerifier(trust, clock_skew_s=config.trust.clock_skew_s),
+                decider=Decider(presence_gap_s=config.decision.presence_gap_s,
+                                repeat_window_s=config.decision.repeat_window_s),
+                outbox=self.outbox,
+                show=self.feedback.show,
+                device=config.device,
+                clock=self.clock,
+                on_event_stored=self.uplink.wake if self.uplink else (lambda: None),
+                on_outcome=on_outcome,
+            )
+            self.source = source if source is not None else build_frame_source(config.camera)
+            self._closers.append(self.source.close)
+        except BaseException:
+            self.close()
+            raise
+        self._stop = threading.Event()
+        self.stopped_by_eof = False
+
+    def _build_uplink(self) -> Uplink:
+        mqtt = self.config.mqtt
+        tls = TlsSettings(ca_file=mqtt.ca_file, cert_file=mqtt.cert_file, key_file=mqtt.key_file) if mqtt.tls else None
+        return Uplink(
+            self.outbox,
+            device_id=self.config.device.id,
+            host=mqtt.host,
+            port=mqtt.port,
+            client_id=mqtt.client_id or self.config.device.id,
+            tls=tls,
+            keepalive=mqtt.keepalive_s,
+            session_expiry_s=mqtt.session_expiry_s,
+            max_inflight=mqtt.max_inflight,
+            reconnect_min_s=mqtt.reconnect_min_s,
+            reconnect_max_s=mqtt.reconnect_max_s,
+            software_version=__version__,
+        )
+
+    def request_stop(self) -> None:
+        """Ask the capture loop to finish (signal handlers call this; it only sets a flag)."""
+        self._stop.set()
+
+    def run(self) -> None:
+        """Run until ``request_stop()`` or the end of a finite source; then stop everything cleanly."""
+        if self.uplink is not None:
+            self.uplink.start()
+        try:
+            self._capture_loop()
+        finally:
+            self.notifier.stopping()
+            self._shutdown()
+
+    def _capture_loop(self) -> None:
+        config = self.config.service
+        source, gate, notifier, stop = self.source, self.gate, self.notifier, self._stop
+        source.start()
+        watchdog_every = notifier.watchdog_interval_s()
+        watchdog_every = watchdog_every / 2 if watchdog_every else None
+        next_watchdog = next_status = 0.0
+        ready = False
+        camera_failures = 0
+        while not stop.is_set():
+            try:
+                frame = source.read(timeout=0.5)
+            except EOFError:
+                self.stopped_by_eof = True
+                return
+            except FrameSourceError as exc:
+                camera_failures += 1
+                self._recover_camera(exc, camera_failures)
+                continue
+            if frame is None:
+                continue  # no frame, no progress: the watchdog is deliberately not fed
+            camera_failures = 0
+            gate.process(frame)
+            now = time.monotonic()
+            if not ready:
+                ready = True
+                notifier.ready()
+                log.info("camera delivering frames; gate %s ready", self.config.device.id)
+            if watchdog_every is not None and now >= next_watchdog:
+                notifier.watchdog()
+                next_watchdog = now + watchdog_every
+            if now >= next_status:
+                notifier.status(self.status_line())
+                next_status = now + config.status_interval_s
+
+    def _recover_camera(self, exc: FrameSourceError, failures: int) -> None:
+        delay = min(30.0, 0.5 * 2 ** min(failures, 6))
+        log.error("camera failed (%s); reopening in %.1f s", exc, delay)
+        self.notifier.status(f"camera failed: {exc}; retrying")
+        self.source.close()
+        if self._stop.wait(delay):
+            return
+        try:
+            self.source.start()
+        except FrameSourceError as again:
+            log.error("camera still unavailable: %s", again)
+
+    def status_line(self) -> str:
+        stats = self.gate.stats
+        pending = self.outbox.pending_count()
+        link = "off"
+        if self.uplink is not None:
+            link = "up" if self.uplink.stats.connected else "down"
+        return (
+            f"frames {stats.frames} dropped {self.source.frames_dropped} | accepted {stats.accepted} "
+            f"rejected {stats.rejected} | outbox pending {pending} | mqtt {link}"
+        )
+
+    def _shutdown(self) -> None:
+        self.feedback.all_off()
+        if self.uplink is not None:
+            self.uplink.stop(flush_timeout_s=self.config.service.stop_flush_s)
+        self.close()
+
+    def close(self) -> None:
+        while self._closers:
+            closer = self._closers.pop()
+            try:
+                closer()
+            except Exception:  # one failing part must not keep the others (LEDs, database) open
+                log.exception("error while closing")
