@@ -99,9 +99,10 @@ class PatternConfig(_Section):
 
 class FeedbackConfig(_Section):
     board: str = Field("rpi-gate-v1", description="Board pin profile: a name under hardware/profiles/ or a path to a TOML profile.")
-    pins: dict[str, int | None] = Field(
-        default_factory=dict, description="Per-pin overrides of the board profile (BCM numbers), e.g. {relay = 17}; null removes an output."
+    pins: dict[str, int] = Field(
+        default_factory=dict, description="Per-output overrides of the board profile's BCM pin numbers, e.g. {relay = 6}."
     )
+    relay: bool = Field(True, description="Drive the relay output of the board profile; false for a gate without turnstile or lock.")
     relay_active_low: bool | None = Field(None, description="Override the profile's relay polarity (most relay modules are active-low).")
     mock_pins: bool = Field(
         False, description="Use gpiozero's mock pin factory instead of real GPIO (demo, development off a Pi)."

@@ -29,12 +29,20 @@ class DecoderUnavailable(QrgateError):
     """A decoder backend's library cannot be loaded (e.g. libzbar0 not installed)."""
 
 
+class FeedbackUnavailable(QrgateError):
+    """The LED/buzzer/relay GPIO pins cannot be claimed (no pin library, not a Pi, pin busy)."""
+
+
 class TrustStoreError(QrgateError):
     """Trust anchors cannot be loaded (unreadable file, bad certificate, bad key JSON)."""
 
 
 class OutboxError(QrgateError):
     """The durable event outbox cannot store an event (disk full, database corrupt)."""
+
+
+class OutboxFull(OutboxError):
+    """The disk (or file system) holding the outbox is full; the event was not stored."""
 
 
 class UplinkError(QrgateError):

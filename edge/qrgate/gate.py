@@ -17,6 +17,7 @@ from .config import DeviceConfig
 from .decision import Action, Decider, payload_key
 from .decoding.base import Decoder
 from .errors import OutboxError
+from .feedback import Outcome
 from .frames.base import Frame
 from .outbox import Outbox
 from .passes.verdict import Verdict
@@ -29,7 +30,7 @@ STORAGE_ERROR = "storage_error"  # shown (red) when a check-in cannot be stored:
 
 
 @dataclass(slots=True)
-class Outcome:
+class Presentation:
     """What the gate showed for one presentation; handed to observers (demo display, telemetry)."""
 
     verdict: Verdict
@@ -62,11 +63,11 @@ class Gate:
         verifier: PassVerifier,
         decider: Decider,
         outbox: Outbox,
-        show: Callable[[bool], None],
+        show: Callable[[Outcome], None],
         device: DeviceConfig,
         clock: Clock,
         on_event_stored: Callable[[], None] = lambda: None,
-        on_outcome: Callable[[Outcome], None] | None = None,
+        on_outcome: Callable[[Presentation], None] | None = None,
     ) -> None:
         self._decode = decoder.decode
         self._verify = verifier.verify
@@ -114,13 +115,13 @@ class Gate:
                 self._on_event_stored()
         else:
             stats.repeats += 1
-        self._show(accepted)
+        self._show(Outcome.ACCEPTED if accepted else Outcome.REJECTED)
         if accepted:
             stats.accepted += 1
         else:
             stats.rejected += 1
         if self._on_outcome is not None:
-            self._on_outcome(Outcome(verdict, action, accepted, event, frame, reason))
+            self._on_outcome(Presentation(verdict, action, accepted, event, frame, reason))
 
     def _event(self, verdict: Verdict, seq: int, now: float) -> CheckinEvent:
         device = self._device

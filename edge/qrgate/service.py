@@ -21,9 +21,9 @@ from .config import CameraConfig, GateConfig
 from .decision import Decider
 from .decoding.factory import build_decoder
 from .errors import FrameSourceError
-from .feedback import FeedbackPatterns, GateFeedback, default_pin_factory
+from .feedback import GateFeedback, default_pin_factory
 from .frames.base import FrameSource
-from .gate import Gate, Outcome
+from .gate import Gate, Presentation
 from .notify import SystemdNotifier
 from .outbox import Outbox
 from .passes.trust import TrustStore
@@ -74,7 +74,7 @@ class GateService:
         pin_factory=None,
         clock: Clock | None = None,
         notifier: SystemdNotifier | None = None,
-        on_outcome: Callable[[Outcome], None] | None = None,
+        on_outcome: Callable[[Presentation], None] | None = None,
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
@@ -84,13 +84,15 @@ class GateService:
             trust = TrustStore.from_paths(config.trust.paths)
             self.outbox = Outbox(Path(config.outbox.path), max_bytes=config.outbox.max_mb * 1024 * 1024)
             self._closers.append(self.outbox.close)
-            profile = load_board_profile(config.feedback.board, overrides=config.feedback.pins,
-                                         relay_active_low=config.feedback.relay_active_low)
+            pin_overrides: dict[str, int | None] = dict(config.feedback.pins)
+            if not config.feedback.relay:
+                pin_overrides["relay"] = None
+            profile = load_board_profile(config.feedback.board, pin_overrides, config.feedback.relay_active_low)
             if pin_factory is None:
                 pin_factory = default_pin_factory(mock=config.feedback.mock_pins)
             self.feedback = GateFeedback(
                 profile, pin_factory=pin_factory,
-                patterns=FeedbackPatterns(**config.feedback.patterns.model_dump()),
+                patterns=config.feedback.patterns,
             )
             self._closers.append(self.feedback.close)
             self.uplink = self._build_uplink() if config.mqtt.enabled else None

@@ -18,23 +18,40 @@ from pydantic import BaseModel, ConfigDict, Field
 TOPIC_ROOT = "qrgate/v1"
 SCHEMA_VERSION = 1
 
+# Every device message is QoS 1 (at least once): check-ins must not be lost, and the retained
+# availability/status messages must reach the broker even over a link that drops packets.
+QOS = 1
+
+ONLINE = "online"
+OFFLINE = "offline"
+
 
 def checkin_topic(device_id: str) -> str:
-    """Check-in events: QoS 1, not retained."""
+    """Check-in events (CheckinEvent JSON): QoS 1, not retained."""
     return f"{TOPIC_ROOT}/device/{device_id}/checkin"
 
 
 def status_topic(device_id: str) -> str:
-    """Retained birth message ``online`` payload; LWT ``offline`` (retained)."""
+    """Retained DeviceStatus JSON: published when the device connects and when it stops cleanly.
+
+    It is what the device last said about itself; whether it is reachable right now is the
+    availability topic, which the broker sets to ``offline`` (LWT) when the link dies.
+    """
     return f"{TOPIC_ROOT}/device/{device_id}/status"
 
 
 def availability_topic(device_id: str) -> str:
-    """Retained plain ``online``/``offline`` string, as Frigate's ``available`` topic."""
+    """Retained plain ``online``/``offline`` string, as Frigate's ``available`` topic.
+
+    ``online`` is the birth message sent on every connect; ``offline`` is the Last Will (the broker
+    publishes it when the connection dies without a DISCONNECT) and is also sent on a clean stop.
+    """
     return f"{TOPIC_ROOT}/device/{device_id}/available"
 
 
 ALL_CHECKINS = f"{TOPIC_ROOT}/device/+/checkin"
+ALL_STATUS = f"{TOPIC_ROOT}/device/+/status"
+ALL_AVAILABILITY = f"{TOPIC_ROOT}/device/+/available"
 
 
 class CheckinEvent(BaseModel):
@@ -67,6 +84,30 @@ class CheckinEvent(BaseModel):
 
     @classmethod
     def from_json(cls, payload: bytes | str) -> "CheckinEvent":
+        return cls.model_validate_json(payload)
+
+
+class DeviceStatus(BaseModel):
+    """What a device says about itself on its status topic (retained)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    v: int = Field(SCHEMA_VERSION, description="Payload schema version.")
+    device_id: str = Field(description="Device this status is about.")
+    state: Literal["online", "offline"] = Field(
+        description="'online' when sent at connect, 'offline' when sent at a clean stop."
+    )
+    time: str = Field(description="Wall-clock time the status was sent, ISO 8601 UTC with milliseconds.")
+    software: str | None = Field(None, description="qrgate version running on the device.")
+    pending: int | None = Field(
+        None, description="Check-in events stored on the device and not yet acknowledged by the broker."
+    )
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+    @classmethod
+    def from_json(cls, payload: bytes | str) -> "DeviceStatus":
         return cls.model_validate_json(payload)
 
 

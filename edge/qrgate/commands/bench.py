@@ -1,0 +1,28 @@
+"""``qrgate bench``: decoder and pipeline speed against baselines measured in the same run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="measure decoder and pipeline speed next to a naive baseline",
+        description="Render synthetic gate frames first, then time each decoder backend, the naive baseline "
+        "(RGB->grey + pyzbar with all symbologies), each pipeline stage and the whole loop.",
+    )
+    parser.add_argument("--frames", type=int, default=60, help="frames per case (default 60)")
+    parser.add_argument("--repeat", type=int, default=3, help="timing repeats per case (default 3)")
+    parser.add_argument("--json", action="store_true", help="also print the results as one JSON object at the end")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..bench import run_bench
+
+    results = run_bench(frames_per_case=args.frames, repeat=args.repeat)
+    if args.json:
+        print(json.dumps(results))
+    return 0

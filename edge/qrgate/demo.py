@@ -1,0 +1,275 @@
+"""The demo gate: a whole check-in point on one machine.
+
+It starts its own Mosquitto on a free loopback port and mints a demo issuer with its passes. Then it runs
+the real daemon (``GateService``) on the synthetic gate scene with gpiozero's mock pins. A subscriber on
+the broker plays the provincial backend. The terminal shows the LEDs and buzzer, each verdict and each
+event that reaches the subscriber, and a summary at the end. Nothing here is a stand-in for the
+daemon's own code: the demo only builds the inputs and watches the outputs.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import tempfile
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from gpiozero.pins.mock import MockFactory
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from . import wire
+from .broker import MosquittoBroker
+from .config import GateConfig
+from .decision import Action
+from .frames.synthetic import SyntheticGate, Visit
+from .gate import Presentation
+from .service import GateService
+from .terminal_view import FeedbackView
+
+DAY_S = 86_400
+
+
+@dataclass(frozen=True, slots=True)
+class DemoVisitor:
+    label: str  # what the visitor holds, for the display; never a name
+    payload: str
+    expected: str  # the verdict reason the gate should show
+    medium: str = "phone"
+
+
+def demo_visitors(trust_dir: Path, now: float) -> list[DemoVisitor]:
+    """Mint a demo issuer and write its trust anchors into ``trust_dir``; return the visitor queue."""
+    from qrgate_provisioning.dcc_test_issuer import dcc_test_set
+    from qrgate_provisioning.keys import new_issuer_key, trust_entry, trust_file
+    from qrgate_provisioning.mint import mint_qrgate_pass
+    from cryptography.hazmat.primitives import serialization
+
+    trust_dir.mkdir(parents=True, exist_ok=True)
+    dcc = dcc_test_set(now)
+    for issuer in dcc.trusted:
+        name = f"dcc-{issuer.alg.lower()}-{issuer.kid.hex()}.pem"
+        (trust_dir / name).write_bytes(issuer.certificate.public_bytes(serialization.Encoding.PEM))
+    province_ed = new_issuer_key("VN-DEMO", "EdDSA")
+    province_es = new_issuer_key("VN-DEMO", "ES256")
+    stranger = new_issuer_key("XX-UNKNOWN", "EdDSA")
+    (trust_dir / "qrgate-issuers.json").write_text(
+        trust_file([trust_entry(province_ed, formats=["qrgate"]), trust_entry(province_es, formats=["qrgate"])])
+    )
+    iat, exp = int(now) - 3600, int(now) + 30 * DAY_S
+
+    def qrgate_pass(key, pass_number: int, initials: str) -> str:
+        return mint_qrgate_pass(
+            key, key.issuer, pass_id=pass_number.to_bytes(8, "big"),
+            subject_id=base64.b32encode(pass_number.to_bytes(10, "big")).decode().rstrip("="),
+            iat=iat, exp=exp, initials=initials,
+        )
+
+    twice = qrgate_pass(province_ed, 1009, "T.V.H")
+    return [
+        DemoVisitor("vaccine passport HC1, PS256", dcc.passes["valid_ps256"], "accepted"),
+        DemoVisitor("qrgate pass, Ed25519, printed card", qrgate_pass(province_ed, 1001, "N.T.A"), "accepted", "paper"),
+        DemoVisitor("vaccine passport HC1, ES256", dcc.passes["valid_es256"], "accepted"),
+        DemoVisitor("a plain URL", "https://example.com/menu", "not_a_pass"),
+        DemoVisitor("expired vaccine passport", dcc.passes["expired"], "expired"),
+        DemoVisitor("qrgate pass, ES256", qrgate_pass(province_es, 1002, "L.M"), "accepted"),
+        DemoVisitor("forged vaccine passport", dcc.passes["forged"], "bad_signature"),
+        DemoVisitor("pass from an unknown issuer", qrgate_pass(stranger, 1003, "P.Q"), "unknown_issuer", "paper"),
+        DemoVisitor("qrgate pass, printed card", twice, "accepted", "paper"),
+        DemoVisitor("the same person again", twice, "accepted", "paper"),
+    ]
+
+
+class EventSubscriber:
+    """The backend's side: every check-in of every device, de-duplicated by event id."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.events: dict[str, wire.CheckinEvent] = {}
+        self.received = 0
+        self.order: deque[wire.CheckinEvent] = deque(maxlen=12)
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="qrgate-demo-backend",
+                                   protocol=mqtt.MQTTv5)
+        self._client.on_connect = self._on_connect
+        self._client.on_subscribe = lambda *args: self._subscribed.set()
+        self._client.on_message = self._on_message
+        self._client.connect(host, port)
+        self._client.loop_start()
+        if not self._subscribed.wait(10):
+            raise TimeoutError("the demo subscriber could not subscribe to the local broker")
+
+    def _on_connect(self, client, _userdata, _flags, reason, _props) -> None:
+        client.subscribe(wire.ALL_CHECKINS, qos=1)
+
+    def _on_message(self, _client, _userdata, message) -> None:
+        event = wire.CheckinEvent.from_json(message.payload)
+        with self._lock:
+            self.received += 1
+            if event.event_id not in self.events:
+                self.events[event.event_id] = event
+                self.order.append(event)
+
+    def wait_for(self, count: int, timeout_s: float) -> int:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                if len(self.events) >= count:
+                    break
+            time.sleep(0.05)
+        with self._lock:
+            return len(self.events)
+
+    def close(self) -> None:
+        self._client.loop_stop()
+        self._client.disconnect()
+
+
+@dataclass
+class DemoLog:
+    """What the display shows; written by the capture loop's observer, read by the renderer."""
+
+    visitors: list[DemoVisitor]
+    lines: deque = field(default_factory=lambda: deque(maxlen=12))
+    accepted: int = 0
+    rejected: int = 0
+    mismatches: list[str] = field(default_factory=list)
+
+
+def run_demo(*, headless: bool, as_json: bool, camera: str = "synthetic", realtime: bool | None = None,
+             workdir: Path | None = None, console: Console | None = None) -> dict:
+    """Run the whole demo and return its summary."""
+    console = console or Console()
+    interactive = not headless and console.is_terminal
+    realtime = (not headless) if realtime is None else realtime
+    with tempfile.TemporaryDirectory(prefix="qrgate-demo-") as tmp:
+        root = Path(workdir or tmp)
+        broker = MosquittoBroker(root / "broker").start()
+        try:
+            return _run_with_broker(broker, root, headless=headless, as_json=as_json, camera=camera,
+                                    realtime=realtime, interactive=interactive, console=console)
+        finally:
+            broker.stop()
+
+
+def _run_with_broker(broker: MosquittoBroker, root: Path, *, headless: bool, as_json: bool, camera: str,
+                     realtime: bool, interactive: bool, console: Console) -> dict:
+    now = time.time()
+    visitors = demo_visitors(root / "trust", now)
+    config = GateConfig.model_validate({
+        "device": {"id": "gate-demo-01", "site_id": "demo-market", "gate": "main", "direction": "in"},
+        "camera": {"source": "usb" if camera == "usb" else "synthetic"},
+        "trust": {"paths": [str(root / "trust")]},
+        "feedback": {"mock_pins": True},
+        "outbox": {"path": str(root / "outbox.sqlite")},
+        # The demo's broker listens on loopback only; the real uplink uses mTLS (docs/mqtt.md).
+        "mqtt": {"host": broker.host, "port": broker.port, "tls": False, "ca_file": None, "cert_file": None,
+                 "key_file": None, "reconnect_min_s": 0.2, "reconnect_max_s": 2.0},
+        "service": {"stop_flush_s": 10.0},
+    })
+    log = DemoLog(visitors)
+    source = None
+    if camera == "synthetic":
+        source = SyntheticGate(
+            [Visit(v.payload, medium=v.medium, dwell_s=1.5, gap_s=1.2) for v in visitors],
+            width=config.camera.width, height=config.camera.height, fps=config.camera.fps,
+            realtime=realtime, seed=config.camera.seed,
+        )
+    subscriber = EventSubscriber(broker.host, broker.port)
+
+    def observe(presentation: Presentation) -> None:
+        verdict = presentation.verdict
+        shown = "accepted" if presentation.shown_accepted else "rejected"
+        if presentation.shown_accepted:
+            log.accepted += 1
+        else:
+            log.rejected += 1
+        index = source.truth(presentation.frame.index) if source is not None else None
+        label = visitors[index].label if index is not None else "a code"
+        if index is not None and presentation.reason != visitors[index].expected:
+            log.mismatches.append(f"visitor {index + 1}: expected {visitors[index].expected}, got {presentation.reason}")
+        repeat = " (repeat: feedback only, no new event)" if presentation.action is Action.REPEAT else ""
+        event = f" event seq {presentation.event.seq}" if presentation.event else ""
+        line = f"{'✔' if presentation.shown_accepted else '✘'} {shown:8} {presentation.reason:15} {verdict.format:6} {label}{event}{repeat}"
+        log.lines.append(line)
+        if not interactive and not headless:
+            console.print(line, highlight=False)
+
+    service = GateService(config, source=source, pin_factory=MockFactory(), on_outcome=observe)
+    started = time.monotonic()
+    try:
+        if interactive:
+            with Live(_LiveView(service, log, subscriber, broker), console=console, refresh_per_second=12):
+                service.run()
+        else:
+            service.run()
+    finally:
+        service.close()
+    stats = service.gate.stats
+    stored = stats.presentations - stats.storage_errors
+    received = subscriber.wait_for(stored, timeout_s=10.0)
+    duplicates = subscriber.received - received
+    subscriber.close()
+    summary = {
+        "visitors": len(visitors),
+        "presentations": stats.presentations + stats.repeats,
+        "accepted": log.accepted,
+        "rejected": log.rejected,
+        "events_stored": stored,
+        "events_published": service.uplink.stats.delivered if service.uplink else 0,
+        "events_received": received,
+        "duplicates_received": duplicates,
+        "lost": max(0, stored - received),
+        "mismatches": log.mismatches,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    if as_json:
+        print(json.dumps(summary))
+    else:
+        _print_summary(console, summary)
+    return summary
+
+
+class _LiveView:
+    def __init__(self, service: GateService, log: DemoLog, subscriber: EventSubscriber, broker: MosquittoBroker) -> None:
+        self._service, self._log, self._subscriber, self._broker = service, log, subscriber, broker
+        self._feedback_view = FeedbackView(service.feedback)
+
+    def __rich__(self) -> Group:
+        stats = self._service.gate.stats
+        header = Text.assemble(
+            ("qrgate demo", "bold"), f"  gate {self._service.config.device.id}",
+            f"  broker {self._broker.host}:{self._broker.port}",
+            f"  frames {stats.frames}  accepted {stats.accepted}  rejected {stats.rejected}",
+        )
+        verdicts = Table.grid(padding=(0, 1))
+        for line in self._log.lines:
+            verdicts.add_row(Text(line, style="green" if line.startswith("✔") else "red"))
+        events = Table.grid(padding=(0, 1))
+        for event in list(self._subscriber.order):
+            events.add_row(f"seq {event.seq:3}  {event.verdict:8} {event.reason:15} {event.format:6} "
+                           f"{event.time}  id {event.event_id[:13]}…")
+        return Group(
+            header,
+            Panel(self._feedback_view, title="gate outputs", expand=False),
+            Panel(verdicts, title="verdicts at the gate"),
+            Panel(events, title="events received by the backend subscriber"),
+        )
+
+
+def _print_summary(console: Console, summary: dict) -> None:
+    table = Table(title="demo summary", show_header=False)
+    for key in ("visitors", "presentations", "accepted", "rejected", "events_stored", "events_published", "events_received",
+                "duplicates_received", "lost", "seconds"):
+        table.add_row(key.replace("_", " "), str(summary[key]))
+    console.print(table)
+    if summary["mismatches"]:
+        console.print("[red]unexpected verdicts:[/red] " + "; ".join(summary["mismatches"]))

@@ -1,0 +1,293 @@
+"""The durable outbox: every check-in event is committed to SQLite before the gate shows green.
+
+One table holds the events. ``seq`` is the device's sequence number: assigned inside the insert
+transaction, 1-based and gap-free, and never reused (AUTOINCREMENT keeps its high-water mark even
+when every row has been pruned). An event stays *pending* (``delivered IS NULL``) until the broker
+acknowledges it; the uplink then marks it delivered. Delivered rows are kept, newest first, up to
+``keep_delivered`` of them (a technician can read the last check-ins on the device) and older ones
+are deleted in the same transaction that marks new deliveries, so the file stops growing once the
+link is up.
+
+Durability: WAL journal with ``synchronous=FULL``, so ``append`` returns only after the WAL is
+fsync'd. Nothing is ever dropped: a full disk, a read-only or corrupt file raises ``OutboxError``
+(``OutboxFull`` for a full disk) and the caller shows the visitor a storage error. ``max_bytes`` is
+a reporting threshold only (``over_limit``), never a reason to refuse or delete an event.
+
+Threads: one connection, shared by the capture loop (``append``) and the uplink's publisher thread
+(``pending``, ``mark_delivered``), serialised by a lock. SQLite admits one writer at a time anyway,
+and a waiter on a Python lock wakes as soon as it is released, where SQLite's busy handler would
+poll with sleeps of up to 100 ms: the capture loop's worst case is one short transaction of the
+publisher.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import NamedTuple
+
+from .clock import Clock
+from .errors import OutboxError, OutboxFull
+from .wire import CheckinEvent
+
+SCHEMA_VERSION = 1
+
+# One script, one transaction; IF NOT EXISTS because another process may have created it meanwhile.
+_SCHEMA = f"""
+BEGIN IMMEDIATE;
+CREATE TABLE IF NOT EXISTS events (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,  -- per-device sequence number
+    event_id     TEXT    NOT NULL UNIQUE,            -- UUIDv7, the consumers' de-duplication key
+    created_mono REAL    NOT NULL,                   -- monotonic seconds (this boot only): ages, not dates
+    created_wall REAL    NOT NULL,                   -- Unix seconds
+    payload      BLOB    NOT NULL,                   -- CheckinEvent.to_json(), published as is
+    delivered    INTEGER                             -- Unix ms of the broker's PUBACK; NULL while pending
+);
+CREATE INDEX IF NOT EXISTS events_pending ON events (seq) WHERE delivered IS NULL;
+PRAGMA user_version = {SCHEMA_VERSION};
+COMMIT;
+"""
+
+
+class PendingEvent(NamedTuple):
+    seq: int
+    event_id: str
+    payload: bytes
+
+
+class _SystemTime:
+    """Stands in for a Clock when none is given; only two of its methods are needed here."""
+
+    wall = staticmethod(time.time)
+    monotonic = staticmethod(time.monotonic)
+
+
+class Outbox:
+    """SQLite-backed queue of check-in events. Context manager; ``close()`` is idempotent."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_bytes: int | None = None,
+        keep_delivered: int = 1000,
+        clock: Clock | None = None,
+    ) -> None:
+        if keep_delivered < 0:
+            raise ValueError("keep_delivered must be >= 0")
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.keep_delivered = keep_delivered
+        self._clock = clock or _SystemTime()
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutboxError(f"outbox {self.path}: cannot create its directory: {exc}") from exc
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5.0)
+        except sqlite3.Error as exc:
+            raise self._error("cannot open", exc) from exc
+        try:
+            journal = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if journal != "wal":
+                raise OutboxError(f"outbox {self.path}: the file system does not support WAL (journal mode {journal!r})")
+            db.execute("PRAGMA synchronous=FULL")
+            problems = [row[0] for row in db.execute("PRAGMA quick_check")]
+            if problems != ["ok"]:
+                raise OutboxError(
+                    f"outbox {self.path} failed its integrity check ({'; '.join(problems[:3])}); "
+                    "move the file aside to start a new outbox (its pending events would not be sent)"
+                )
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                db.executescript(_SCHEMA)
+            elif version != SCHEMA_VERSION:
+                raise OutboxError(
+                    f"outbox {self.path} has schema version {version}; this qrgate understands {SCHEMA_VERSION}"
+                )
+        except sqlite3.Error as exc:
+            db.close()
+            raise self._error("cannot open", exc) from exc
+        except OutboxError:
+            db.close()
+            raise
+        return db
+
+    def _error(self, doing: str, exc: sqlite3.Error) -> OutboxError:
+        code = getattr(exc, "sqlite_errorcode", None)
+        primary = code & 0xFF if code is not None else None
+        if primary == sqlite3.SQLITE_FULL:
+            return OutboxFull(f"outbox {self.path}: {doing}: the disk is full ({exc})")
+        if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+            return OutboxError(
+                f"outbox {self.path}: {doing}: the database is corrupt ({exc}); "
+                "move the file aside to start a new outbox"
+            )
+        # SQLite says "unable to open database file" or "disk I/O error" for storage that turned
+        # read-only (an SD card's ext4 remounts itself read-only on errors): name the real cause.
+        read_only = self._read_only_cause()
+        if read_only is not None or primary == sqlite3.SQLITE_READONLY:
+            return OutboxError(f"outbox {self.path}: {doing}: read-only storage: {read_only or 'the database is read-only'} ({exc})")
+        return OutboxError(f"outbox {self.path}: {doing}: {exc}")
+
+    def _read_only_cause(self) -> str | None:
+        directory = self.path.parent
+        try:
+            if os.statvfs(directory).f_flag & os.ST_RDONLY:
+                return f"the file system holding {directory} is mounted read-only"
+        except OSError:
+            return None
+        for target in (self.path, directory):
+            if target.exists() and not os.access(target, os.W_OK):
+                return f"{target} is not writable by this user"
+        return None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise OutboxError(f"outbox {self.path} is closed")
+        return self._db
+
+    @staticmethod
+    def _rollback(db: sqlite3.Connection) -> None:
+        # After SQLITE_FULL or an I/O error SQLite may already have rolled back; a failing ROLLBACK
+        # must not hide the error that caused it.
+        if db.in_transaction:
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+
+    def append(self, build: Callable[[int], CheckinEvent]) -> CheckinEvent:
+        """Store the event ``build(seq)`` under the next sequence number; durable when this returns.
+
+        ``build`` runs inside the write transaction, so a failure in it (or in the insert) leaves no
+        gap in the sequence. Raises OutboxFull when the disk is full, OutboxError for other storage
+        faults, and lets exceptions from ``build`` through.
+        """
+        with self._lock:
+            db = self._connection()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    seq = self._last_seq(db) + 1
+                    event = build(seq)
+                    if event.seq != seq:
+                        raise ValueError(f"event built with seq {event.seq}, expected {seq}")
+                    db.execute(
+                        "INSERT INTO events (seq, event_id, created_mono, created_wall, payload) VALUES (?, ?, ?, ?, ?)",
+                        (seq, event.event_id, self._clock.monotonic(), self._clock.wall(), event.to_json()),
+                    )
+                    db.execute("COMMIT")
+                except BaseException:
+                    self._rollback(db)
+                    raise
+            except sqlite3.Error as exc:
+                raise self._error("event not stored", exc) from exc
+        return event
+
+    @staticmethod
+    def _last_seq(db: sqlite3.Connection) -> int:
+        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        return row[0] if row else 0
+
+    def pending(self, limit: int = 100, after_seq: int | None = None) -> list[PendingEvent]:
+        """Up to ``limit`` undelivered events with ``seq > after_seq``, oldest first."""
+        with self._lock:
+            db = self._connection()
+            try:
+                rows = db.execute(
+                    "SELECT seq, event_id, payload FROM events WHERE delivered IS NULL AND seq > ? ORDER BY seq LIMIT ?",
+                    (after_seq or 0, limit),
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise self._error("cannot read pending events", exc) from exc
+        return [PendingEvent(seq, event_id, bytes(payload)) for seq, event_id, payload in rows]
+
+    def mark_delivered(self, seqs: Iterable[int]) -> int:
+        """Record the broker's acknowledgement of these events and prune old delivered rows.
+
+        Returns how many were pending; a seq already delivered (a duplicate PUBACK after a resend)
+        or unknown is ignored.
+        """
+        delivered_ms = int(self._clock.wall() * 1000)
+        params = [(delivered_ms, int(seq)) for seq in seqs]
+        if not params:
+            return 0
+        with self._lock:
+            db = self._connection()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    before = db.total_changes
+                    db.executemany("UPDATE events SET delivered = ? WHERE seq = ? AND delivered IS NULL", params)
+                    marked = db.total_changes - before
+                    self._prune(db)
+                    db.execute("COMMIT")
+                except BaseException:
+                    self._rollback(db)
+                    raise
+            except sqlite3.Error as exc:
+                raise self._error("cannot mark events delivered", exc) from exc
+        return marked
+
+    def _prune(self, db: sqlite3.Connection) -> None:
+        newest_to_drop = db.execute(
+            "SELECT seq FROM events WHERE delivered IS NOT NULL ORDER BY seq DESC LIMIT 1 OFFSET ?",
+            (self.keep_delivered,),
+        ).fetchone()
+        if newest_to_drop is not None:
+            db.execute("DELETE FROM events WHERE delivered IS NOT NULL AND seq <= ?", newest_to_drop)
+
+    def pending_count(self) -> int:
+        with self._lock:
+            db = self._connection()
+            try:
+                return db.execute("SELECT count(*) FROM events WHERE delivered IS NULL").fetchone()[0]
+            except sqlite3.Error as exc:
+                raise self._error("cannot count pending events", exc) from exc
+
+    @property
+    def last_seq(self) -> int:
+        """The highest sequence number ever assigned (0 for a new outbox)."""
+        with self._lock:
+            db = self._connection()
+            try:
+                return self._last_seq(db)
+            except sqlite3.Error as exc:
+                raise self._error("cannot read the sequence number", exc) from exc
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes of the database file in use (free pages left by pruning are not counted)."""
+        with self._lock:
+            db = self._connection()
+            try:
+                pages = db.execute("PRAGMA page_count").fetchone()[0] - db.execute("PRAGMA freelist_count").fetchone()[0]
+                return pages * db.execute("PRAGMA page_size").fetchone()[0]
+            except sqlite3.Error as exc:
+                raise self._error("cannot read its size", exc) from exc
+
+    @property
+    def over_limit(self) -> bool:
+        """Whether the outbox holds more than ``max_bytes``: a warning for status, nothing is dropped."""
+        return self.max_bytes is not None and self.size_bytes > self.max_bytes
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def __enter__(self) -> "Outbox":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,49 @@
+"""qrgate's own check-in pass, ``QG1:``: the signed successor of Vietnam's PC-COVID personal QR code.
+
+``QG1:`` + base45( COSE_Sign1( CWT claims ) ), signed ES256 or Ed25519. It has to fit a QR code
+printed 3 cm wide, so it carries ids and dates only (about 150 bytes, a version-9 code). It is not
+zlib-compressed: a signature and random ids do not compress, and zlib would add 6 bytes.
+
+Claims: 1 iss (issuer id, e.g. "VN-HN"), 2 sub (pseudonymous subject id), 4 exp, 6 iat,
+7 cti (pass id, bytes; shown as hex), and -65537 (the first private-use CWT label) for optional
+display initials.
+"""
+
+from __future__ import annotations
+
+from . import cwt
+from .codec import decode_base45
+from .rejection import Rejected
+from .trust import TrustedKey
+from .verdict import Reason
+
+PREFIX = "QG1:"
+INITIALS = -65537
+MAX_ID_CHARS = 64
+MAX_PASS_ID_BYTES = 32
+MAX_INITIALS_CHARS = 8
+
+
+def cose_message(body: str) -> bytes:
+    return decode_base45(body)
+
+
+def read_contents(claims: cwt.Claims, key: TrustedKey) -> cwt.PassContents:
+    issuer = cwt.text(claims, cwt.ISS, MAX_ID_CHARS, required=True)
+    subject_id = cwt.text(claims, cwt.SUB, MAX_ID_CHARS, required=True)
+    initials = cwt.text(claims, INITIALS, MAX_INITIALS_CHARS, required=False)
+    pass_id = claims.get(cwt.CTI)
+    if not isinstance(pass_id, bytes) or not 0 < len(pass_id) <= MAX_PASS_ID_BYTES:
+        raise Rejected(Reason.MALFORMED, "claims")
+    contents = cwt.PassContents(
+        issued_at=cwt.numeric_date(claims, cwt.IAT),
+        expires=cwt.numeric_date(claims, cwt.EXP),
+        issuer=issuer,
+        pass_id=pass_id.hex(),
+        subject_id=subject_id,
+        initials=initials,
+    )
+    if key.issuer is not None and issuer != key.issuer:
+        # A key trusted for one issuer must not put passes on another issuer's books.
+        raise Rejected(Reason.UNKNOWN_ISSUER, "issuer_mismatch")
+    return contents
