@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
-
-from mqtt_helpers import Subscriber, broker, wait_until  # noqa: F401  (broker is a fixture)
+from mqtt_helpers import Subscriber, wait_until
+from paho.mqtt.enums import CallbackAPIVersion
 from qrgate import broker as broker_module
 from qrgate.broker import MosquittoBroker
 from qrgate.errors import BrokerError
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+pytest_plugins = ["mqtt_helpers"]  # the broker fixture
 
 
 def accepts_connections(port: int) -> bool:
@@ -58,8 +59,6 @@ def test_kill_is_abrupt_and_restart_recovers(broker: MosquittoBroker) -> None:
     broker.kill()
     assert not broker.running
     with pytest.raises(ProcessLookupError):
-        import os
-
         os.kill(pid, 0)
     assert not accepts_connections(port)
     broker.restart()

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from mqtt_helpers import make_event
 from qrgate.errors import OutboxError, OutboxFull
 from qrgate.outbox import Outbox
@@ -183,11 +182,10 @@ def test_full_disk_raises_outbox_full_and_keeps_every_stored_event(small_filesys
     with Outbox(path) as outbox:
         stored = fill(outbox, 3)
         ballast.write_bytes(b"\0" * 1024)
-        with pytest.raises(OSError, match="No space left"):
-            with open(ballast, "ab") as grow:  # take what is left, as a runaway log file would
-                while True:
-                    grow.write(b"\0" * 4096)
-                    grow.flush()
+        with pytest.raises(OSError, match="No space left"), open(ballast, "ab") as grow:
+            while True:  # take what is left, as a runaway log file would
+                grow.write(b"\0" * 4096)
+                grow.flush()
         with pytest.raises(OutboxFull, match="disk is full"):
             for _ in range(50):
                 stored.append(outbox.append(make_event))
@@ -196,7 +194,7 @@ def test_full_disk_raises_outbox_full_and_keeps_every_stored_event(small_filesys
         after = outbox.append(make_event)
         assert after.seq == stored[-1].seq + 1  # the failed appends left no gap
     with Outbox(path) as reopened:
-        assert [p.event_id for p in reopened.pending(limit=100)] == [e.event_id for e in stored + [after]]
+        assert [p.event_id for p in reopened.pending(limit=100)] == [e.event_id for e in [*stored, after]]
 
 
 def test_read_only_storage_is_refused_with_a_clear_error(small_filesystem: Path) -> None:
@@ -204,5 +202,5 @@ def test_read_only_storage_is_refused_with_a_clear_error(small_filesystem: Path)
     with Outbox(path) as outbox:
         fill(outbox, 2)
     subprocess.run(["mount", "-o", "remount,ro", str(small_filesystem)], check=True)
-    with pytest.raises(OutboxError, match="read-only storage: the file system holding .* is mounted read-only"):
+    with pytest.raises(OutboxError, match=r"read-only storage: the file system holding .* is mounted read-only"):
         Outbox(path)

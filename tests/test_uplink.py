@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import random
+import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from mqtt_helpers import (  # noqa: F401  (broker is a fixture)
+from mqtt_helpers import (
     DEVICE_ID,
     Subscriber,
     UplinkProcess,
-    broker,
     make_event,
     make_pki,
     persistent_broker,
@@ -27,6 +26,8 @@ from qrgate.broker import BrokerTls, MosquittoBroker
 from qrgate.errors import UplinkError
 from qrgate.outbox import Outbox
 from qrgate.uplink import TlsSettings, Uplink, full_jitter_delay
+
+pytest_plugins = ["mqtt_helpers"]  # the broker fixture
 
 CHECKINS = wire.checkin_topic(DEVICE_ID)
 AVAILABLE = wire.availability_topic(DEVICE_ID)
@@ -98,19 +99,22 @@ def test_reconnects_after_the_broker_is_killed_and_delivers_what_was_stored_mean
     tmp_path: Path, outbox: Outbox
 ) -> None:
     site = persistent_broker(tmp_path / "broker")
-    with site, Subscriber(site.host, site.port, [CHECKINS], persistent=True) as subscriber:
-        with uplink_for(outbox, site) as uplink:
-            first = append(outbox, 5)
-            uplink.wake()
-            wait_until(lambda: len(subscriber.checkins()) == 5, 5, "the first batch")
-            site.kill()
-            wait_until(lambda: not uplink.stats.connected, 5, "the uplink to notice the broker is gone")
-            during = append(outbox, 7)
-            uplink.wake()
-            site.restart()
-            wait_until(lambda: outbox.pending_count() == 0, 10, "delivery after the restart")
-            # The killed broker may hand the subscriber a copy it had already delivered (QoS 1).
-            wait_until(lambda: distinct_ids(subscriber) == first + during, 5, "the 7 stored during the outage")
+    with (
+        site,
+        Subscriber(site.host, site.port, [CHECKINS], persistent=True) as subscriber,
+        uplink_for(outbox, site) as uplink,
+    ):
+        first = append(outbox, 5)
+        uplink.wake()
+        wait_until(lambda: len(subscriber.checkins()) == 5, 5, "the first batch")
+        site.kill()
+        wait_until(lambda: not uplink.stats.connected, 5, "the uplink to notice the broker is gone")
+        during = append(outbox, 7)
+        uplink.wake()
+        site.restart()
+        wait_until(lambda: outbox.pending_count() == 0, 10, "delivery after the restart")
+        # The killed broker may hand the subscriber a copy it had already delivered (QoS 1).
+        wait_until(lambda: distinct_ids(subscriber) == first + during, 5, "the 7 stored during the outage")
 
 
 def test_a_refused_publish_stays_pending_and_is_retried_until_the_acl_allows_it(tmp_path: Path, outbox: Outbox) -> None:
@@ -196,7 +200,7 @@ def test_unacknowledged_events_are_resent_with_the_same_ids_after_a_power_cut(
         with uplink_for(outbox, broker) as successor:
             wait_until(lambda: outbox.pending_count() == 0, 10, "the successor to deliver the rest")
             assert successor.stats.delivered == 12  # the 5 unacknowledged ones were resent
-        stored = {p_id: payload for p_id, payload in _all_events(outbox)}
+        stored = dict(_all_events(outbox))
         wait_until(lambda: {e.event_id for e in subscriber.checkins()} == set(stored), 5, "every event at the subscriber")
     copies: dict[str, set[bytes]] = defaultdict(set)
     for message in subscriber.on(CHECKINS):
@@ -205,8 +209,6 @@ def test_unacknowledged_events_are_resent_with_the_same_ids_after_a_power_cut(
 
 
 def _all_events(outbox: Outbox) -> list[tuple[str, bytes]]:
-    import sqlite3
-
     with sqlite3.connect(outbox.path) as db:
         return [(event_id, bytes(payload)) for event_id, payload in db.execute("SELECT event_id, payload FROM events")]
 
@@ -282,3 +284,12 @@ def test_backoff_has_full_jitter_within_an_exponential_bound() -> None:
         assert all(0.0 <= d <= ceiling for d in delays)
         assert max(delays) > 0.8 * ceiling and min(delays) < 0.2 * ceiling  # spread over the whole interval
     assert full_jitter_delay(10_000, 1.0, 60.0, rng) <= 60.0
+
+
+def test_the_documented_contract_lists_every_topic_and_payload_field() -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "mqtt.md").read_text()
+    for topic in (CHECKINS, AVAILABLE, STATUS):
+        assert topic.replace(DEVICE_ID, "<device_id>") in doc
+    for model in (wire.CheckinEvent, wire.DeviceStatus):
+        for name in model.model_fields:
+            assert f"| `{name}` |" in doc, f"docs/mqtt.md does not document {model.__name__}.{name}"

@@ -143,7 +143,7 @@ class MosquittoBroker:
     def _start(self, *, may_change_port: bool) -> None:
         executable = find_mosquitto()
         self.workdir.mkdir(parents=True, exist_ok=True)
-        for attempt in range(_PORT_ATTEMPTS if may_change_port else 1):
+        for _ in range(_PORT_ATTEMPTS if may_change_port else 1):
             if not self.port:
                 self.port = free_loopback_port()
             try:

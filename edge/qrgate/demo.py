@@ -187,7 +187,6 @@ def _run_with_broker(broker: MosquittoBroker, root: Path, *, headless: bool, as_
 
     def observe(presentation: Presentation) -> None:
         verdict = presentation.verdict
-        shown = "accepted" if presentation.shown_accepted else "rejected"
         if presentation.shown_accepted:
             log.accepted += 1
         else:
@@ -198,7 +197,7 @@ def _run_with_broker(broker: MosquittoBroker, root: Path, *, headless: bool, as_
             log.mismatches.append(f"visitor {index + 1}: expected {visitors[index].expected}, got {presentation.reason}")
         repeat = " (repeat: feedback only, no new event)" if presentation.action is Action.REPEAT else ""
         event = f" event seq {presentation.event.seq}" if presentation.event else ""
-        line = f"{'✔' if presentation.shown_accepted else '✘'} {shown:8} {presentation.reason:15} {verdict.format:6} {label}{event}{repeat}"
+        line = f"{'✔' if presentation.shown_accepted else '✘'} {presentation.reason:15} {verdict.format:7} {label}{event}{repeat}"
         log.lines.append(line)
         if not interactive and not headless:
             console.print(line, highlight=False)
@@ -255,7 +254,7 @@ class _LiveView:
             verdicts.add_row(Text(line, style="green" if line.startswith("✔") else "red"))
         events = Table.grid(padding=(0, 1))
         for event in list(self._subscriber.order):
-            events.add_row(f"seq {event.seq:3}  {event.verdict:8} {event.reason:15} {event.format:6} "
+            events.add_row(f"seq {event.seq:3}  {event.reason:15} {event.format:7} "
                            f"{event.time}  id {event.event_id[:13]}…")
         return Group(
             header,

@@ -22,6 +22,7 @@ publisher.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -135,7 +136,8 @@ class Outbox:
         # read-only (an SD card's ext4 remounts itself read-only on errors): name the real cause.
         read_only = self._read_only_cause()
         if read_only is not None or primary == sqlite3.SQLITE_READONLY:
-            return OutboxError(f"outbox {self.path}: {doing}: read-only storage: {read_only or 'the database is read-only'} ({exc})")
+            cause = read_only or "the database is read-only"
+            return OutboxError(f"outbox {self.path}: {doing}: read-only storage: {cause} ({exc})")
         return OutboxError(f"outbox {self.path}: {doing}: {exc}")
 
     def _read_only_cause(self) -> str | None:
@@ -160,10 +162,8 @@ class Outbox:
         # After SQLITE_FULL or an I/O error SQLite may already have rolled back; a failing ROLLBACK
         # must not hide the error that caused it.
         if db.in_transaction:
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
 
     def append(self, build: Callable[[int], CheckinEvent]) -> CheckinEvent:
         """Store the event ``build(seq)`` under the next sequence number; durable when this returns.

@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Literal
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -95,7 +95,7 @@ class UplinkStats:
     delivered: int  # acknowledged with a success reason code and marked delivered
     refused: int  # acknowledged with a failure reason code (the event stays pending)
     pending: int | None  # events in the outbox not yet delivered; None when the outbox cannot be read
-    last_error: str | None  # the latest connection or storage problem
+    last_error: str | None  # the latest connection or storage problem (kept after recovery: see `connected`)
     last_refusal: str | None  # the broker's reason for the latest refusal, e.g. "Not authorized"
 
 
@@ -392,10 +392,13 @@ class Uplink:
                 return
             if fact.reason.is_failure:
                 self._note_refusal(str(fact.reason))
-                self._publish_paused_until = now + full_jitter_delay(
-                    self._refusals_in_a_row, self._reconnect_min_s, self._reconnect_max_s, self._rng
-                )
-                self._refusals_in_a_row += 1
+                # One backoff step per publishing round: the other refusals of the same window
+                # arrive while publishing is already paused and must not escalate it further.
+                if now >= self._publish_paused_until:
+                    self._publish_paused_until = now + full_jitter_delay(
+                        self._refusals_in_a_row, self._reconnect_min_s, self._reconnect_max_s, self._rng
+                    )
+                    self._refusals_in_a_row += 1
             else:
                 self._refusals_in_a_row = 0
                 acked.append(seq)
@@ -413,7 +416,7 @@ class Uplink:
                 log.warning("MQTT connection to %s:%d lost: %s", self.host, self.port, fact.reason)
                 self._note_error(f"connection lost: {fact.reason}")
 
-    def _publish_presence(self, client: mqtt.Client, state: str) -> list[int]:
+    def _publish_presence(self, client: mqtt.Client, state: Literal["online", "offline"]) -> list[int]:
         """Retained availability string and status JSON; returns their message ids."""
         try:
             pending: int | None = self._outbox.pending_count()

@@ -7,11 +7,10 @@ Payloads are JSON objects with a schema version ``v``; consumers ignore fields t
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,8 +21,8 @@ SCHEMA_VERSION = 1
 # availability/status messages must reach the broker even over a link that drops packets.
 QOS = 1
 
-ONLINE = "online"
-OFFLINE = "offline"
+ONLINE: Final = "online"
+OFFLINE: Final = "offline"
 
 
 def checkin_topic(device_id: str) -> str:

@@ -81,6 +81,8 @@ class UsbCamera:
             cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self._size[1])
             cap.set(cv2.CAP_PROP_FPS, self._fps)
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # fewer queued driver buffers: fresher frames
+            # The first frame tells the size really delivered (drivers adjust requests); it is
+            # not published, since the capture thread numbers frames from its own first one.
             ok, first = cap.read()
             if not ok:
                 cap.release()
@@ -172,13 +174,16 @@ class FileSource:
             else:
                 raise FrameSourceError(f"image path not found: {path}")
         if not paths:
-            raise FrameSourceError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(map(str, self._spec))}")
+            suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+            raise FrameSourceError(f"no image files ({suffixes}) in {', '.join(map(str, self._spec))}")
         self._paths = paths
         self._started = True
 
     def read(self, timeout: float = 1.0) -> Frame | None:
-        if not self._started or self._closed:
-            raise FrameSourceError("the file source is not started" if not self._closed else "the file source is closed")
+        if self._closed:
+            raise FrameSourceError("the file source is closed")
+        if not self._started:
+            raise FrameSourceError("the file source is not started")
         if self._index >= len(self._paths) and not self._loop:
             raise EOFError(f"all {len(self._paths)} images read")
         path = self._paths[self._index % len(self._paths)]

@@ -34,7 +34,7 @@ import segno
 
 from ..errors import FrameSourceError
 from .base import Frame
-from .capture_thread import CaptureThread
+from .capture_thread import CaptureFn, CaptureThread
 from .slot import LatestFrameSlot
 
 Medium = Literal["phone", "paper"]
@@ -138,24 +138,19 @@ class SyntheticGate:
         for visit in self.script:
             _qr_modules(visit.payload)  # encode now: an impossible payload fails here, not mid-run
 
-        # Timeline: visit k owns frames [segment_start[k], segment_start[k+1]); its code is in
-        # view from code_start[k] to the end of its segment.
-        starts, code_starts, owner = [], [], []
-        index = 0
+        # Timeline: each visit owns its gap frames then its dwell frames; its code is in view
+        # during the dwell. Its assets are built at its first frame, so in the gap when it has one.
+        code_starts, owner, truth = [], [], []
         for k, visit in enumerate(self.script):
             gap = round(visit.gap_s * fps)
             dwell = max(1, round(visit.dwell_s * fps))
-            starts.append(index)
-            code_starts.append(index + gap)
+            code_starts.append(len(owner) + gap)
             owner.extend([k] * (gap + dwell))
-            index += gap + dwell
-        self.frame_count = index  # frames in one pass of the script
+            truth.extend([-1] * gap + [k] * dwell)
+        self.frame_count = len(owner)  # frames in one pass of the script
         self._code_start = np.array(code_starts)
         self._owner = np.array(owner, dtype=np.int32)
-        in_view = np.zeros(index, dtype=bool)
-        for k in range(len(self.script)):
-            in_view[code_starts[k] : starts[k + 1] if k + 1 < len(starts) else index] = True
-        self._truth = np.where(in_view, self._owner, -1)
+        self._truth = np.array(truth, dtype=np.int32)
 
         scene_rng = np.random.default_rng([seed, 0])
         self._background = _render_background(scene_rng, width, height)
@@ -191,7 +186,11 @@ class SyntheticGate:
     # -- rendering ---------------------------------------------------------------------------
 
     def render(self, index: int, out: np.ndarray) -> None:
-        """Draw frame ``index`` into ``out`` (height x width uint8)."""
+        """Draw frame ``index`` into ``out`` (height x width uint8).
+
+        Not thread-safe (it caches the current visit's assets): in realtime mode the capture
+        thread is its only caller.
+        """
         i = index % self.frame_count
         np.copyto(out, self._background)
         visit = int(self._owner[i])
@@ -253,7 +252,7 @@ class SyntheticGate:
                 self._thread = CaptureThread(self.name, self._slot, self._paced_capture(time.monotonic()))
                 self._thread.start()
 
-    def _paced_capture(self, start: float):
+    def _paced_capture(self, start: float) -> CaptureFn:
         def capture(grey: np.ndarray, index: int) -> float | None:
             if index >= self.frame_count and not self.loop:
                 raise EOFError
@@ -421,7 +420,10 @@ def _pose(carrier: np.ndarray, code_centre: tuple[float, float], max_tilt_deg: f
     projected -= origin
     size = np.ceil(projected[:4].max(axis=0)).astype(int) + 1
     homography = cv2.getPerspectiveTransform(corners[:4].astype(np.float32), projected[:4].astype(np.float32))
-    patch = cv2.warpPerspective(carrier, homography, (int(size[0]), int(size[1])), flags=cv2.INTER_LINEAR)
+    # Replicated borders keep the carrier's edge from blending with black where the mask is set.
+    patch = cv2.warpPerspective(
+        carrier, homography, (int(size[0]), int(size[1])), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
     mask = cv2.warpPerspective(np.full((h, w), 255, np.uint8), homography, (int(size[0]), int(size[1])), flags=cv2.INTER_NEAREST)
     return _Pose(patch, mask, (float(projected[4, 0]), float(projected[4, 1])))
 

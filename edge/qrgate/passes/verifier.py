@@ -26,6 +26,8 @@ class _Format:
     read_contents: Callable[[cwt.Claims, TrustedKey], cwt.PassContents]
 
 
+DEFAULT_CLOCK_SKEW_S = 300  # a Pi without RTC or network drifts; five minutes either way is tolerated
+
 _FORMATS = (
     _Format(dcc.PREFIX, PassFormat.DCC, dcc.cose_message, dcc.read_contents),
     _Format(qrgate_pass.PREFIX, PassFormat.QRGATE, qrgate_pass.cose_message, qrgate_pass.read_contents),
@@ -35,7 +37,7 @@ _FORMATS = (
 class PassVerifier:
     """Verifies pass texts against a trust store. Stateless between calls; safe to share between threads."""
 
-    def __init__(self, trust: TrustStore, clock_skew_s: int = 300) -> None:
+    def __init__(self, trust: TrustStore, clock_skew_s: int = DEFAULT_CLOCK_SKEW_S) -> None:
         self._trust = trust
         self._clock_skew_s = clock_skew_s
 

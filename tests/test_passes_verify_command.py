@@ -1,0 +1,136 @@
+"""``qrgate verify``: one JSON object on stdout, exit 0 accepted / 1 rejected / 2 usage error."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import segno
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from qrgate.commands import verify
+from qrgate_provisioning.dcc_test_issuer import dcc_test_set
+from qrgate_provisioning.keys import new_issuer_key, trust_entry, trust_file
+from qrgate_provisioning.mint import mint_qrgate_pass
+
+NOW = 1_767_225_600
+AT = "2026-01-01T00:00:00Z"
+REPORT_KEYS = {"verdict", "reason", "detail", "format", "issuer", "kid", "expires"}
+
+
+@pytest.fixture(scope="module")
+def test_set():
+    return dcc_test_set(NOW)
+
+
+@pytest.fixture(scope="module")
+def trust_dir(tmp_path_factory, test_set):
+    directory = tmp_path_factory.mktemp("trust")
+    for index, issuer in enumerate(test_set.trusted):
+        (directory / f"dsc{index}.pem").write_bytes(issuer.certificate.public_bytes(Encoding.PEM))
+    return directory
+
+
+def run_verify(capsys, *argv: str) -> tuple[int, dict | None, str]:
+    parser = argparse.ArgumentParser(prog="qrgate")
+    verify.add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["verify", *argv])
+    code = args.run(args)
+    out, err = capsys.readouterr()
+    return code, (json.loads(out) if out else None), err
+
+
+def test_an_accepted_pass_prints_its_verdict_and_exits_0(capsys, test_set, trust_dir) -> None:
+    code, report, _ = run_verify(capsys, "--trust", str(trust_dir), "--at", AT, test_set.passes["valid_ps256"])
+    assert code == 0
+    assert set(report) == REPORT_KEYS
+    ps256 = test_set.trusted[0]
+    assert report | {"expires": None} == {
+        "verdict": "accepted", "reason": "accepted", "detail": None, "format": "dcc", "issuer": "VN",
+        "kid": base64.b64encode(ps256.kid).decode(), "expires": None,
+    }
+    assert report["expires"] == "2026-06-30T00:00:00Z"  # minted to expire 180 days after NOW
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [("expired", "expired"), ("forged", "bad_signature"), ("unknown_issuer", "unknown_issuer"), ("not_yet_valid", "not_yet_valid")],
+)
+def test_a_rejected_pass_exits_1_with_its_reason(capsys, test_set, trust_dir, case, reason) -> None:
+    code, report, _ = run_verify(capsys, "--trust", str(trust_dir), "--at", AT, test_set.passes[case])
+    assert (code, report["verdict"], report["reason"]) == (1, "rejected", reason)
+
+
+def test_a_url_is_not_a_pass(capsys) -> None:
+    code, report, _ = run_verify(capsys, "https://example.com/")
+    assert (code, report["reason"], report["format"], report["expires"]) == (1, "not_a_pass", "unknown", None)
+
+
+def test_without_trust_every_pass_is_from_an_unknown_issuer(capsys, test_set) -> None:
+    code, report, _ = run_verify(capsys, "--at", AT, test_set.passes["valid_es256"])
+    assert (code, report["reason"], report["detail"]) == (1, "unknown_issuer", "kid")
+
+
+def test_at_decides_expiry(capsys, test_set, trust_dir) -> None:
+    text = test_set.passes["valid_es256"]
+    assert run_verify(capsys, "--trust", str(trust_dir), "--at", "2026-06-29T22:59:00+00:00", text)[0] == 0
+    assert run_verify(capsys, "--trust", str(trust_dir), "--at", "2026-07-01", text)[1]["reason"] == "expired"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ((), "give the pass TEXT or --image FILE"),
+        (("HC1:ABC", "--image", "pass.png"), "not both"),
+        (("--trust", "/nonexistent/trust", "HC1:ABC"), "/nonexistent/trust: no such file or directory"),
+        (("--image", "/nonexistent/pass.png"), "cannot read the image"),
+    ],
+)
+def test_usage_errors_exit_2_with_a_message(capsys, argv, message) -> None:
+    code, report, err = run_verify(capsys, *argv)
+    assert (code, report) == (2, None)
+    assert message in err
+
+
+def test_an_unparseable_trust_file_is_a_usage_error(capsys, tmp_path) -> None:
+    (tmp_path / "broken.json").write_text("{")
+    code, report, err = run_verify(capsys, "--trust", str(tmp_path), "QG1:ABC")
+    assert (code, report) == (2, None) and "broken.json: not valid JSON" in err
+
+
+def test_a_bad_time_is_an_argparse_usage_error(capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        run_verify(capsys, "--at", "tomorrow", "QG1:ABC")
+    assert exited.value.code == 2
+
+
+def test_an_image_of_a_pass_is_decoded_and_verified(capsys, tmp_path) -> None:
+    issuer = new_issuer_key("VN-HN", "ES256")
+    (tmp_path / "hn.json").write_text(trust_file([trust_entry(issuer)]))
+    text = mint_qrgate_pass(issuer, "VN-HN", b"\x07" * 16, "subj-42", NOW - 60, NOW + 3600, initials="TN")
+    image = tmp_path / "pass.png"
+    segno.make_qr(text, error="m").save(image, scale=6, border=4)
+    code, report, _ = run_verify(capsys, "--trust", str(tmp_path / "hn.json"), "--at", AT, "--image", str(image))
+    assert (code, report["verdict"], report["format"], report["issuer"]) == (0, "accepted", "qrgate", "VN-HN")
+
+
+def test_an_image_without_a_code_is_a_usage_error(capsys, tmp_path) -> None:
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((200, 200), 255, np.uint8))
+    code, report, err = run_verify(capsys, "--image", str(blank))
+    assert (code, report) == (2, None) and "no QR code found" in err
+
+
+def test_the_module_runs_as_a_command(test_set, trust_dir) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "qrgate.commands.verify", "--trust", str(trust_dir), "--at", AT, test_set.passes["forged"]],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["reason"] == "bad_signature"
