@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -24,13 +24,10 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO / "edge") not in sys.path:  # the child process runs this file directly
-    sys.path.insert(0, str(REPO / "edge"))
-
-from qrgate.broker import MosquittoBroker  # noqa: E402
-from qrgate.wire import CheckinEvent, iso_utc, new_event_id  # noqa: E402
+from qrgate.broker import MosquittoBroker
+from qrgate.outbox import Outbox
+from qrgate.uplink import Uplink
+from qrgate.wire import CheckinEvent, iso_utc, new_event_id
 
 DEVICE_ID = "gate-t1"
 
@@ -64,8 +61,9 @@ def make_event(seq: int, device_id: str = DEVICE_ID) -> CheckinEvent:
     )
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
+@pytest.fixture(name="broker")
+def broker_fixture(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    """A running private broker; import ``broker_fixture`` into a test module to use ``broker``."""
     with MosquittoBroker(tmp_path / "broker") as running:
         yield running
 
@@ -256,11 +254,6 @@ class UplinkProcess:
 
 
 def _run_uplink_child(outbox_path: str, host: str, port: str, max_inflight: str, stats_path: str) -> None:
-    from dataclasses import asdict
-
-    from qrgate.outbox import Outbox
-    from qrgate.uplink import Uplink
-
     parent = os.getppid()
     outbox = Outbox(outbox_path)
     uplink = Uplink(

@@ -8,13 +8,11 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from mqtt_helpers import Subscriber, wait_until
+from mqtt_helpers import Subscriber, broker_fixture, wait_until  # noqa: F401  (the broker fixture)
 from paho.mqtt.enums import CallbackAPIVersion
 from qrgate import broker as broker_module
 from qrgate.broker import MosquittoBroker
 from qrgate.errors import BrokerError
-
-pytest_plugins = ["mqtt_helpers"]  # the broker fixture
 
 
 def accepts_connections(port: int) -> bool:

@@ -24,6 +24,7 @@ QA_IMAGES = SHARED / "dcc-qa-images"
 TESTDATA = SHARED / "dcc-testdata"
 
 DECODERS = [ZxingDecoder, ZbarDecoder]
+LINEAR_BARCODES = [(zxingcpp.BarcodeFormat.EAN13, "4006381333931"), (zxingcpp.BarcodeFormat.Code128, "QRGATE-128")]
 
 
 def render_qr(data: str | bytes, scale: int, border: int = 4) -> np.ndarray:
@@ -148,7 +149,7 @@ def test_utf8_text_comes_back_as_text(make):
     assert code.text == text
 
 
-@pytest.mark.parametrize("fmt, content", [(zxingcpp.BarcodeFormat.EAN13, "4006381333931"), (zxingcpp.BarcodeFormat.Code128, "QRGATE-128")])
+@pytest.mark.parametrize("fmt, content", LINEAR_BARCODES)
 def test_zbar_is_restricted_to_qr(fmt, content):
     from pyzbar import pyzbar
 
@@ -158,7 +159,7 @@ def test_zbar_is_restricted_to_qr(fmt, content):
     assert ZbarDecoder().decode(frame) == []
 
 
-@pytest.mark.parametrize("fmt, content", [(zxingcpp.BarcodeFormat.EAN13, "4006381333931"), (zxingcpp.BarcodeFormat.Code128, "QRGATE-128")])
+@pytest.mark.parametrize("fmt, content", LINEAR_BARCODES)
 def test_zxing_is_restricted_to_qr(fmt, content):
     image = np.array(zxingcpp.write_barcode_to_image(zxingcpp.create_barcode(content, fmt), scale=3))
     frame = cv2.copyMakeBorder(image, 40, 40, 40, 40, cv2.BORDER_CONSTANT, value=255)

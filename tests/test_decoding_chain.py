@@ -81,7 +81,10 @@ def test_fallback_is_asked_only_about_a_located_but_unreadable_code():
 def test_on_a_scene_the_chain_returns_the_fallbacks_reading_exactly_when_zxing_located_but_failed():
     # A hard scene (2.2 px modules, much blur) where some frames show a code zxing locates but
     # cannot read; seed 2 contains one that ZBar reads.
-    script = [Visit(f"QRGATE-FALLBACK-{k}-" + "Z" * 60, module_px=2.2, blur_share=0.4, dwell_s=1.0, gap_s=0.2) for k in range(4)]
+    script = [
+        Visit(f"QRGATE-FALLBACK-{k}-" + "Z" * 60, module_px=2.2, blur_share=0.4, dwell_s=1.0, gap_s=0.2)
+        for k in range(4)
+    ]
     scene = SyntheticGate(script, seed=2)
     zxing, zbar = ZxingDecoder(), ZbarDecoder()
     fallback = Counting(ZbarDecoder())

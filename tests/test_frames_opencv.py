@@ -90,7 +90,8 @@ def test_video_file_source_reads_every_frame_then_eof(tmp_path):
                 frame = source.read()
             except EOFError:
                 break
-            got.append((frame.index, frame.captured_at, [c.text for c in decoder.decode(frame.grey)], frame.grey.copy()))
+            texts = [c.text for c in decoder.decode(frame.grey)]
+            got.append((frame.index, frame.captured_at, texts, frame.grey.copy()))
     assert [g[0] for g in got] == list(range(6))
     assert [g[1] for g in got] == pytest.approx([k / 25.0 for k in range(6)])
     assert [g[2] for g in got] == [[f"video {k}"] for k in range(6)]
@@ -134,3 +135,17 @@ def test_usb_camera_path_delivers_grey_frames_then_reports_the_stream_ending(tmp
     assert all(text == f"usb {index + 1}" for index, text in read)
     assert len(read) + dropped <= len(frames) - 1
     camera.close()  # idempotent
+
+
+def test_video_file_source_loops_when_asked(tmp_path):
+    path = tmp_path / "short.mkv"
+    write_video(path, [qr_frame(f"loop {k}") for k in range(3)], fps=10.0)
+    decoder = ZxingDecoder()
+    frames, texts = [], []
+    with VideoFileSource(path, loop=True) as source:
+        for _ in range(7):
+            frames.append(source.read())
+            texts.append(decoder.decode(frames[-1].grey)[0].text)  # a frame is valid until the next read
+    assert texts == ["loop 0", "loop 1", "loop 2"] * 2 + ["loop 0"]
+    assert [f.index for f in frames] == list(range(7))
+    assert frames[-1].captured_at == pytest.approx(0.6)

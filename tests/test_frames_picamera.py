@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 
 from qrgate.errors import CameraUnavailable, FrameSourceError
-from qrgate.frames.picamera import PiCamera
+from qrgate.frames.picamera import PiCameraSource
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("picamera2") is not None, reason="picamera2 is installed: this tests its absence"
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_start_without_picamera2_says_what_to_install():
-    camera = PiCamera()
+    camera = PiCameraSource()
     with pytest.raises(CameraUnavailable) as caught:
         camera.start()
     message = str(caught.value)
@@ -23,9 +23,14 @@ def test_start_without_picamera2_says_what_to_install():
 
 
 def test_unstarted_camera_cannot_be_read_and_closes_idempotently():
-    camera = PiCamera()
+    camera = PiCameraSource()
     with pytest.raises(FrameSourceError, match="not started"):
         camera.read(timeout=0)
     assert camera.frames_dropped == 0
     camera.close()
     camera.close()
+
+
+def test_nonsense_timing_is_rejected():
+    with pytest.raises(ValueError):
+        PiCameraSource(fps=0)

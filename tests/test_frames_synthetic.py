@@ -30,7 +30,11 @@ def all_frames(source) -> list:
 
 
 def test_timeline_and_truth_follow_the_script():
-    script = [Visit("first", dwell_s=1.0, gap_s=0.5), Visit("second", dwell_s=0.5, gap_s=0.0), Visit("third", dwell_s=0.2, gap_s=1.0)]
+    script = [
+        Visit("first", dwell_s=1.0, gap_s=0.5),
+        Visit("second", dwell_s=0.5, gap_s=0.0),
+        Visit("third", dwell_s=0.2, gap_s=1.0),
+    ]
     scene = SyntheticGate(script, fps=20.0)
     truth = [scene.truth(i) for i in range(scene.frame_count)]
     assert truth == [None] * 10 + [0] * 20 + [1] * 10 + [None] * 20 + [2] * 4
@@ -136,7 +140,8 @@ def test_read_raises_eof_at_the_end_and_errors_when_misused():
 
 
 def test_realtime_counts_the_frames_a_slow_reader_misses():
-    scene = SyntheticGate([Visit("slow reader", dwell_s=0.3, gap_s=0.2)], width=320, height=240, fps=100.0, realtime=True, seed=4)
+    script = [Visit("slow reader", dwell_s=0.3, gap_s=0.2)]
+    scene = SyntheticGate(script, width=320, height=240, fps=100.0, realtime=True, seed=4)
     got = []
     with scene:
         while True:
@@ -156,7 +161,8 @@ def test_realtime_counts_the_frames_a_slow_reader_misses():
 
 
 def test_realtime_loop_keeps_going_until_closed():
-    scene = SyntheticGate([Visit("loop", dwell_s=0.05, gap_s=0.05)], width=320, height=240, fps=200.0, realtime=True, loop=True)
+    script = [Visit("loop", dwell_s=0.05, gap_s=0.05)]
+    scene = SyntheticGate(script, width=320, height=240, fps=200.0, realtime=True, loop=True)
     with scene:
         deadline = time.monotonic() + 10
         frame = scene.read(timeout=5)
@@ -166,7 +172,8 @@ def test_realtime_loop_keeps_going_until_closed():
 
 
 @pytest.mark.parametrize("bad", [
-    dict(dwell_s=0), dict(gap_s=-1), dict(medium="tablet"), dict(module_px=0.5), dict(max_tilt_deg=80), dict(blur_share=2),
+    dict(dwell_s=0), dict(gap_s=-1), dict(medium="tablet"),
+    dict(module_px=0.5), dict(max_tilt_deg=80), dict(blur_share=2),
 ])
 def test_visit_rejects_nonsense(bad):
     with pytest.raises(ValueError):
@@ -178,3 +185,28 @@ def test_scene_rejects_an_empty_script_and_a_payload_no_qr_holds():
         SyntheticGate([])
     with pytest.raises(ValueError, match="too large"):  # segno's DataOverflowError, at construction
         SyntheticGate([Visit("x" * 8000)])
+
+
+def test_load_script_reads_payloads_and_visit_objects(tmp_path):
+    from qrgate.frames.synthetic import load_script
+
+    path = tmp_path / "script.json"
+    path.write_text('["QRG1:plain", {"payload": "HC1:x", "medium": "paper", "dwell_s": 2.0, "gap_s": 0.5}]')
+    assert load_script(path) == [Visit("QRG1:plain"), Visit("HC1:x", medium="paper", dwell_s=2.0, gap_s=0.5)]
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("not json", "script.json"),
+    ("[]", "non-empty"),
+    ('[{"payload": "x", "colour": "red"}]', "visit 0"),
+    ('["ok", {"payload": "x", "medium": "tablet"}]', "visit 1"),
+    ("[42]", "visit 0"),
+])
+def test_load_script_names_the_problem(tmp_path, content, problem):
+    from qrgate.errors import ConfigError
+    from qrgate.frames.synthetic import load_script
+
+    path = tmp_path / "script.json"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=problem):
+        load_script(path)

@@ -336,38 +336,40 @@ def test_a_dcc_certificate_key_usage_limits_what_it_signs(usage, reason) -> None
 # --- claims of the wrong shape, correctly signed ------------------------------------------------------------
 
 
-def dcc_claims(**changes: Any) -> dict[Any, Any]:
-    claims: dict[Any, Any] = {1: "VN", 6: NOW - 60, 4: NOW + DAY, -260: {1: fake_vaccination_payload(CI)}}
-    claims.update({int(k[1:]) if k.startswith("_") else k: v for k, v in changes.items()})
-    return {k: v for k, v in claims.items() if v is not None}
+def with_changes(claims: dict[Any, Any], changes: dict[Any, Any]) -> dict[Any, Any]:
+    """``claims`` with ``changes`` applied; a change to None removes the claim."""
+    return {k: v for k, v in (claims | changes).items() if v is not None}
 
 
-def qg_claims(**changes: Any) -> dict[Any, Any]:
-    claims: dict[Any, Any] = {1: "VN-HN", 2: "subj-1", 4: NOW + DAY, 6: NOW - 60, 7: PASS_ID}
-    claims.update({int(k[1:]) if k.startswith("_") else k: v for k, v in changes.items()})
-    return {k: v for k, v in claims.items() if v is not None}
+def dcc_claims(changes: dict[Any, Any]) -> dict[Any, Any]:
+    return with_changes({1: "VN", 6: NOW - 60, 4: NOW + DAY, -260: {1: fake_vaccination_payload(CI)}}, changes)
 
 
-def _payload(**entry_changes: Any) -> dict[str, Any]:
+def qg_claims(changes: dict[Any, Any] | None = None) -> dict[Any, Any]:
+    return with_changes({1: "VN-HN", 2: "subj-1", 4: NOW + DAY, 6: NOW - 60, 7: PASS_ID}, changes or {})
+
+
+def dcc_payload(**changes: Any) -> dict[Any, Any]:
+    """The hcert claim with the vaccination entry changed."""
     payload = fake_vaccination_payload(CI)
-    payload["v"][0].update(entry_changes)
-    return payload
+    payload["v"][0].update(changes)
+    return {-260: {1: payload}}
 
 
 @pytest.mark.parametrize(
     ("claims", "detail"),
     [
-        (dcc_claims(_4="2026-01-02"), "claims"),  # exp as text
-        (dcc_claims(_4=True), "claims"),  # a boolean is not a NumericDate
-        (dcc_claims(_4=float("nan")), "claims"),
-        (dcc_claims(_6=None), "claims"),  # no iat
-        (dcc_claims(_1=46), "claims"),  # iss not text
-        ({1: "VN", 6: NOW, 4: NOW + DAY, -260: "hcert"}, "dcc_payload"),
-        ({1: "VN", 6: NOW, 4: NOW + DAY, -260: {1: []}}, "dcc_payload"),
-        (dcc_claims(**{"_-260": {1: {**fake_vaccination_payload(CI), "t": [{"ci": CI}]}}}), "dcc_payload"),  # v and t
-        (dcc_claims(**{"_-260": {1: {**fake_vaccination_payload(CI), "v": []}}}), "dcc_payload"),
-        (dcc_claims(**{"_-260": {1: _payload(ci=12345)}}), "dcc_payload"),
-        (dcc_claims(**{"_-260": {1: _payload(ci="U" * 81)}}), "dcc_payload"),
+        (dcc_claims({4: "2026-01-02"}), "claims"),  # exp as text
+        (dcc_claims({4: True}), "claims"),  # a boolean is not a NumericDate
+        (dcc_claims({4: float("nan")}), "claims"),
+        (dcc_claims({6: None}), "claims"),  # no iat
+        (dcc_claims({1: 46}), "claims"),  # iss not text
+        (dcc_claims({-260: "hcert"}), "dcc_payload"),
+        (dcc_claims({-260: {1: []}}), "dcc_payload"),
+        (dcc_claims({-260: {1: {**fake_vaccination_payload(CI), "t": [{"ci": CI}]}}}), "dcc_payload"),  # v and t
+        (dcc_claims({-260: {1: {**fake_vaccination_payload(CI), "v": []}}}), "dcc_payload"),
+        (dcc_claims(dcc_payload(ci=12345)), "dcc_payload"),
+        (dcc_claims(dcc_payload(ci="U" * 81)), "dcc_payload"),
     ],
 )
 def test_dcc_claims_of_the_wrong_shape_are_malformed(dcc_es256, claims, detail) -> None:
@@ -376,17 +378,23 @@ def test_dcc_claims_of_the_wrong_shape_are_malformed(dcc_es256, claims, detail) 
     assert verdict.reason is Reason.MALFORMED and verdict.detail == detail
 
 
+def test_the_claims_helpers_make_an_accepted_pass(verifier, dcc_es256, qg_es256) -> None:
+    # So that each malformed case above differs from an accepted pass only by its one change.
+    assert verifier.verify(signed(dcc_es256, "HC1:", dcc_claims({})), NOW).accepted
+    assert verifier.verify(signed(qg_es256, "QG1:", qg_claims()), NOW).accepted
+
+
 @pytest.mark.parametrize(
     "claims",
     [
-        qg_claims(_7="0f1e2d3c"),  # cti as text
-        qg_claims(_7=b""),
-        qg_claims(_7=bytes(33)),
-        qg_claims(_2=None),  # no subject
-        qg_claims(_2=""),
-        qg_claims(_1=None),  # no issuer
-        qg_claims(**{"_-65537": "TOO-LONG-INITIALS"}),
-        qg_claims(**{"_-65537": 7}),
+        qg_claims({7: "0f1e2d3c"}),  # cti as text
+        qg_claims({7: b""}),
+        qg_claims({7: bytes(33)}),
+        qg_claims({2: None}),  # no subject
+        qg_claims({2: ""}),
+        qg_claims({1: None}),  # no issuer
+        qg_claims({-65537: "TOO-LONG-INITIALS"}),
+        qg_claims({-65537: 7}),
         [1, 2, 3],  # claims not a map
     ],
 )

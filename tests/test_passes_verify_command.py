@@ -7,6 +7,7 @@ import base64
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -134,3 +135,17 @@ def test_the_module_runs_as_a_command(test_set, trust_dir) -> None:
     )
     assert result.returncode == 1
     assert json.loads(result.stdout)["reason"] == "bad_signature"
+
+
+QA_IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "dcc-qa-images"
+
+
+@pytest.mark.skipif(not QA_IMAGES.is_dir(), reason=f"real issuers' QR images not found at {QA_IMAGES}")
+@pytest.mark.parametrize("image", sorted(p.relative_to(QA_IMAGES).as_posix() for p in QA_IMAGES.rglob("*.png"))
+                         if QA_IMAGES.is_dir() else [])
+def test_real_issuers_codes_read_as_dccs_from_an_issuer_not_trusted_here(capsys, image) -> None:
+    # Vietnam's and Singapore's own test passes; their signing keys are not published, so every
+    # layer must read (base45, zlib, COSE, kid) and only the trust lookup may refuse them.
+    code, report, _ = run_verify(capsys, "--image", str(QA_IMAGES / image))
+    assert (code, report["format"], report["reason"], report["detail"]) == (1, "dcc", "unknown_issuer", "kid")
+    assert len(base64.b64decode(report["kid"])) == 8

@@ -14,6 +14,7 @@ from mqtt_helpers import (
     DEVICE_ID,
     Subscriber,
     UplinkProcess,
+    broker_fixture,  # noqa: F401  (the broker fixture)
     make_event,
     make_pki,
     persistent_broker,
@@ -26,8 +27,6 @@ from qrgate.broker import BrokerTls, MosquittoBroker
 from qrgate.errors import UplinkError
 from qrgate.outbox import Outbox
 from qrgate.uplink import TlsSettings, Uplink, full_jitter_delay
-
-pytest_plugins = ["mqtt_helpers"]  # the broker fixture
 
 CHECKINS = wire.checkin_topic(DEVICE_ID)
 AVAILABLE = wire.availability_topic(DEVICE_ID)
@@ -124,21 +123,26 @@ def test_a_refused_publish_stays_pending_and_is_retried_until_the_acl_allows_it(
         "pattern write qrgate/v1/device/%c/available",
         "pattern write qrgate/v1/device/%c/status",
     )
-    with MosquittoBroker(tmp_path / "broker", acl_file=acl) as strict:
+    strict = persistent_broker(tmp_path / "broker", acl_file=acl)
+    with (
+        strict,
+        Subscriber(strict.host, strict.port, [CHECKINS], persistent=True) as subscriber,
+        uplink_for(outbox, strict) as uplink,
+    ):
         [event_id] = append(outbox, 1)
-        with uplink_for(outbox, strict) as uplink:
-            wait_until(lambda: uplink.stats.refused >= 3, 10, "the publish to be refused and retried")
-            stats = uplink.stats
-            assert stats.last_refusal == "Not authorized"  # PUBACK reason code 0x87 from mosquitto 2.0
-            assert stats.delivered == 0 and stats.pending == 1 and stats.connected
-            assert [p.event_id for p in outbox.pending(limit=5)] == [event_id]
+        uplink.wake()
+        wait_until(lambda: uplink.stats.refused >= 3, 10, "the publish to be refused and retried")
+        stats = uplink.stats
+        assert stats.last_refusal == "Not authorized"  # PUBACK reason code 0x87 from mosquitto 2.0
+        assert stats.delivered == 0 and stats.pending == 1 and stats.connected
+        assert [p.event_id for p in outbox.pending(limit=5)] == [event_id]
+        assert subscriber.checkins() == []
 
-            write_acl(acl, "topic read qrgate/#", "pattern write qrgate/v1/device/%c/#")
-            strict.restart()
-            with Subscriber(strict.host, strict.port, [CHECKINS]) as subscriber:
-                wait_until(lambda: outbox.pending_count() == 0, 10, "delivery once the ACL allows it")
-                wait_until(lambda: subscriber.checkins(), 5, "the check-in at the subscriber")
-                assert [e.event_id for e in subscriber.checkins()] == [event_id]
+        write_acl(acl, "topic read qrgate/#", "pattern write qrgate/v1/device/%c/#")
+        strict.restart()  # the subscriber's session survives it and queues what it misses
+        wait_until(lambda: outbox.pending_count() == 0, 10, "delivery once the ACL allows it")
+        wait_until(lambda: subscriber.checkins(), 5, "the check-in at the subscriber")
+        assert distinct_ids(subscriber) == [event_id]
 
 
 def test_birth_message_and_status_are_retained(broker: MosquittoBroker, outbox: Outbox) -> None:

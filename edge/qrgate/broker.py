@@ -58,7 +58,7 @@ def free_loopback_port() -> int:
 class MosquittoBroker:
     """One mosquitto process listening on ``127.0.0.1:port``.
 
-    ``start()`` returns once the port accepts TCP connections; ``stop()`` shuts down cleanly
+    ``start()`` returns once mosquitto reports running and its port answers; ``stop()`` shuts down cleanly
     (SIGTERM), ``kill()`` does not (SIGKILL, for fault tests), ``restart()`` comes back on the same
     port. Anonymous clients are allowed unless a password file or TLS client certificates are
     required. ``extra_config`` is appended verbatim to the rendered configuration.

@@ -32,6 +32,8 @@ from .uplink import TlsSettings, Uplink
 
 log = logging.getLogger(__name__)
 
+SYNTHETIC_TEST_CARD = "qrgate synthetic test card"
+
 
 def build_frame_source(camera: CameraConfig) -> FrameSource:
     """The configured camera. Imports each backend lazily: picamera2 only exists on a Pi."""
@@ -54,12 +56,16 @@ def build_frame_source(camera: CameraConfig) -> FrameSource:
         from .frames.opencv import VideoFileSource
 
         return VideoFileSource(camera.path, loop=camera.loop)
-    from .frames.synthetic import SyntheticGate, load_script
+    from .frames.synthetic import SyntheticGate, Visit, load_script
 
-    script = load_script(camera.path) if camera.path else ()
+    if camera.path:
+        script, loop = load_script(camera.path), camera.loop
+    else:
+        # No visitor script: a looping test card, so a bench-top gate shows the loop is alive (red, not_a_pass).
+        script, loop = [Visit(SYNTHETIC_TEST_CARD)], True
     return SyntheticGate(
         script, width=camera.width, height=camera.height, fps=camera.fps,
-        realtime=True, seed=camera.seed, loop=camera.loop,
+        realtime=True, seed=camera.seed, loop=loop,
     )
 
 

@@ -22,14 +22,14 @@ class FallbackDecoder:
     def __init__(self, primary: Decoder, fallback: Decoder) -> None:
         self.name = f"{primary.name}+{fallback.name}"
         self._primary = primary
+        self._scan = primary.scan if isinstance(primary, DetectingDecoder) else None
         self._fallback = fallback
-        self._primary_scans = isinstance(primary, DetectingDecoder)
         self.fallback_calls = 0  # frames handed to the fallback
         self.fallback_reads = 0  # of those, frames where the fallback read at least one code
 
     def decode(self, grey: np.ndarray) -> list[DecodedCode]:
-        if self._primary_scans:
-            scan = self._primary.scan(grey)  # type: ignore[attr-defined]
+        if self._scan is not None:
+            scan = self._scan(grey)
             if scan.codes or not scan.unreadable:
                 return scan.codes
         else:

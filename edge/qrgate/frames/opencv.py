@@ -36,7 +36,7 @@ class UsbCamera:
     ``device`` is a V4L2 index or ``/dev/video*`` path (opened with the V4L2 backend on Linux), or
     any other string OpenCV can open as a live stream (``rtsp://`` or ``http://`` network cameras,
     through FFmpeg). OpenCV delivers BGR; the thread converts it to grey into the frame buffer
-    with one cvtColor (about 0.3 ms at 640x480 on this machine). Taking the Y channel of raw YUYV
+    with one cvtColor (0.1 ms at 640x480 on the development machine). Taking the Y channel of raw YUYV
     instead (CAP_PROP_CONVERT_RGB=0) would skip OpenCV's YUYV->BGR step, but the raw buffer's
     layout differs between OpenCV versions and could not be verified without a camera here.
     """
@@ -212,14 +212,16 @@ class FileSource:
 class VideoFileSource:
     """Grey frames of a video file, every frame in order (no drops), as fast as ``read`` is called.
 
-    Finite: EOFError after the last frame. ``captured_at`` is the frame's time in the video,
-    ``index / fps`` of the file's frame rate.
+    Finite: EOFError after the last frame unless ``loop``, which starts the file again (indices
+    and times keep counting up). ``captured_at`` is simulated time, ``index / fps`` at the
+    file's frame rate.
     """
 
     name = "video"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, loop: bool = False) -> None:
         self._path = Path(path)
+        self._loop = loop
         self._cap: cv2.VideoCapture | None = None
         self._fps = 30.0
         self._colour: np.ndarray | None = None
@@ -244,6 +246,9 @@ class VideoFileSource:
         if self._cap is None:
             raise FrameSourceError("the video source is closed" if self._closed else "the video source is not started")
         ok, image = self._cap.read(self._colour)
+        if not ok and self._loop and self._index > 0:
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, image = self._cap.read(self._colour)
         if not ok:
             raise EOFError(f"end of video {self._path} after {self._index} frames")
         if image.ndim == 3:

@@ -29,14 +29,17 @@ STALL_TIMEOUT_S = 5.0
 _POLL_S = 0.25  # how often a waiting capture looks at the stop flag
 
 
-class PiCamera:
-    """Picamera2 lores stream as grey frames, on its own capture thread; latest frame wins.
+class PiCameraSource:
+    """Picamera2 lores stream (``width`` x ``height``) as grey frames, on its own capture thread.
 
-    ``frame_duration_us`` = (min, max) frame duration. The maximum also caps the exposure time
-    (exposure cannot outlast a frame), which limits motion blur from a moving hand: at the
-    default 33 ms the camera keeps at least 30 fps and raises analogue gain in dim light instead
-    of lengthening the exposure. Cameras with a focus motor (Camera Module 3) run continuous
-    autofocus at fast speed, since each visitor holds their code at a different distance.
+    Latest frame wins. libcamera's only exposure cap is the frame duration (an exposure cannot
+    outlast its frame), so ``max_exposure_us`` is the longest frame duration allowed and ``fps``
+    sets the shortest: FrameDurationLimits = (min(1e6 / fps, max_exposure_us), max_exposure_us).
+    A short cap limits motion blur from a moving hand; in dim light auto-exposure raises analogue
+    gain instead of lengthening the exposure. If the cap is shorter than 1/fps the camera runs
+    faster than ``fps`` (the reader keeps only the newest frame). With ``autofocus``, cameras with
+    a focus motor (Camera Module 3) run continuous autofocus at fast speed, since each visitor
+    holds their code at a different distance.
     """
 
     name = "picamera2"
@@ -45,15 +48,21 @@ class PiCamera:
         self,
         camera_num: int = 0,
         *,
+        width: int = 640,
+        height: int = 480,
+        fps: float = 30.0,
+        max_exposure_us: int = 33_333,
+        autofocus: bool = True,
         main_size: tuple[int, int] = (1280, 720),
-        lores_size: tuple[int, int] = (640, 480),
-        frame_duration_us: tuple[int, int] = (8333, 33333),
         buffer_count: int = 3,
     ) -> None:
+        if fps <= 0 or max_exposure_us <= 0:
+            raise ValueError(f"fps and max_exposure_us must be positive, got {fps}, {max_exposure_us}")
         self._camera_num = camera_num
-        self._main_size = main_size
-        self._lores_size = lores_size
-        self._frame_duration_us = frame_duration_us
+        self._main_size = (max(main_size[0], width), max(main_size[1], height))  # lores may not exceed main
+        self._lores_size = (width, height)
+        self._frame_duration_us = (min(round(1e6 / fps), max_exposure_us), max_exposure_us)
+        self._autofocus = autofocus
         self._buffer_count = buffer_count
         self._camera: Any = None
         self._mapped_array: Any = None
@@ -99,7 +108,7 @@ class PiCamera:
 
     def _configure(self, camera: Any) -> tuple[int, int]:
         controls: dict[str, Any] = {"FrameDurationLimits": self._frame_duration_us}
-        if "AfMode" in camera.camera_controls:
+        if self._autofocus and "AfMode" in camera.camera_controls:
             from libcamera import controls as libcamera_controls
 
             controls["AfMode"] = libcamera_controls.AfModeEnum.Continuous
@@ -171,7 +180,7 @@ class PiCamera:
                 _close_quietly(self._camera)
                 self._camera = None
 
-    def __enter__(self) -> "PiCamera":
+    def __enter__(self) -> "PiCameraSource":
         self.start()
         return self
 

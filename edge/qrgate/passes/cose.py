@@ -90,7 +90,7 @@ def decode_sign1(message: bytes) -> Sign1:
 def verify_signature(sign1: Sign1, keys: Sequence[TrustedKey]) -> TrustedKey:
     """The first of ``keys`` whose signature over ``sign1`` verifies; ``BAD_SIGNATURE`` if none does.
 
-    Keys share a kid by accident (it is a truncated hash), so each one is tried (DCC spec 3.3.2).
+    Keys share a kid by accident (it is a truncated hash), so each one is tried, as the DCC spec requires.
     A key registered for another algorithm never verifies, so a message cannot pick a weaker use of it.
     """
     to_be_signed = sign1.to_be_signed()

@@ -83,11 +83,14 @@ class TrustedKey:
         der = certificate.public_bytes(serialization.Encoding.DER)
         try:
             alg, public_key = _checked_key(certificate.public_key(), source)
+        except (ValueError, UnsupportedAlgorithm) as exc:
+            raise TrustStoreError(f"{source}: certificate public key cannot be read: {exc}") from exc
+        try:
             eku = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
         except x509.ExtensionNotFound:
             eku = None
-        except (ValueError, UnsupportedAlgorithm) as exc:  # e.g. an empty Extended Key Usage (RFC 5280: SIZE 1..MAX)
-            raise TrustStoreError(f"{source}: certificate cannot be read: {exc}") from exc
+        except ValueError as exc:  # an extension breaking RFC 5280, e.g. an empty Extended Key Usage
+            raise TrustStoreError(f"{source}: certificate extensions cannot be read: {exc}") from exc
         dcc_types = None
         if eku is not None:
             dcc_types = frozenset(DCC_KEY_USAGE[oid.dotted_string] for oid in eku if oid.dotted_string in DCC_KEY_USAGE)
@@ -121,14 +124,7 @@ class TrustStore:
         """
         keys: list[TrustedKey] = []
         for path in map(Path, paths):
-            if path.is_dir():
-                files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
-                               and p.suffix.lower() in CERTIFICATE_SUFFIXES | {KEY_FILE_SUFFIX})
-            elif path.is_file():
-                files = [path]
-            else:
-                raise TrustStoreError(f"{path}: no such file or directory")
-            for file in files:
+            for file in _trust_files(path):
                 keys.extend(_load_file(file))
         return cls(keys)
 
@@ -142,6 +138,18 @@ class TrustStore:
     def __iter__(self) -> Iterator[TrustedKey]:
         for keys in self._by_kid.values():
             yield from keys
+
+
+def _trust_files(path: Path) -> list[Path]:
+    try:
+        if path.is_dir():
+            return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
+                          and p.suffix.lower() in CERTIFICATE_SUFFIXES | {KEY_FILE_SUFFIX})
+    except OSError as exc:
+        raise TrustStoreError(f"{path}: cannot list: {exc.strerror or exc}") from exc
+    if not path.is_file():
+        raise TrustStoreError(f"{path}: no such file or directory")
+    return [path]
 
 
 def _load_file(path: Path) -> list[TrustedKey]:

@@ -17,6 +17,8 @@ from .rejection import Rejected
 from .trust import TrustedKey, TrustStore
 from .verdict import PassFormat, Reason, Verdict
 
+DEFAULT_CLOCK_SKEW_S = 300  # a Pi without RTC or network drifts; five minutes either way is tolerated
+
 
 @dataclass(frozen=True, slots=True)
 class _Format:
@@ -25,8 +27,6 @@ class _Format:
     cose_message: Callable[[str], bytes]  # the text after the prefix -> COSE bytes
     read_contents: Callable[[cwt.Claims, TrustedKey], cwt.PassContents]
 
-
-DEFAULT_CLOCK_SKEW_S = 300  # a Pi without RTC or network drifts; five minutes either way is tolerated
 
 _FORMATS = (
     _Format(dcc.PREFIX, PassFormat.DCC, dcc.cose_message, dcc.read_contents),
