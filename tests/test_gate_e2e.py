@@ -189,3 +189,56 @@ def test_events_pending_at_stop_are_sent_after_restart_and_never_twice_with_diff
     assert subscriber.received == 4
     with Outbox(Path(config.outbox.path)) as outbox:
         assert outbox.pending_count() == 0
+
+
+class VanishingCamera:
+    """A synthetic camera that fails like an unplugged one after ``fail_at`` frames, then can be reopened."""
+
+    name = "vanishing"
+
+    def __init__(self, scene: SyntheticGate, fail_at: int) -> None:
+        self.scene, self.fail_at = scene, fail_at
+        self.starts = 0
+        self.frames_dropped = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        if self.starts == 1:
+            self.scene.start()
+
+    def read(self, timeout: float = 1.0):
+        if self.starts == 1 and self.scene._next_index == self.fail_at:
+            from qrgate.errors import CameraUnavailable
+
+            raise CameraUnavailable("camera 0 stopped delivering frames")
+        return self.scene.read(timeout)
+
+    def close(self) -> None:
+        pass  # the scene survives a reopen, as a replugged camera would keep filming
+
+
+def test_a_camera_that_vanishes_mid_run_is_reopened_and_no_check_in_is_lost(tmp_path, issued):
+    visits = [Visit(issued[name], dwell_s=1.0, gap_s=1.0) for name in ("hc1_ps256", "qg_valid", "url")]
+    scene = SyntheticGate(visits, realtime=False, seed=4)
+    camera = VanishingCamera(scene, fail_at=scene.frame_count // 2)
+    statuses: list[str] = []
+
+    class RecordingNotifier:
+        def ready(self): statuses.append("READY")
+        def status(self, text): statuses.append(text)
+        def watchdog(self): pass
+        def stopping(self): statuses.append("STOPPING")
+        @staticmethod
+        def watchdog_interval_s(): return None
+
+    with MosquittoBroker(tmp_path / "broker") as broker:
+        subscriber = EventSubscriber(broker.host, broker.port)
+        service = GateService(gate_config(tmp_path, broker.port), source=camera, pin_factory=MockFactory(),
+                              notifier=RecordingNotifier())
+        service.run()
+        assert subscriber.wait_for(3, timeout_s=15) == 3
+        subscriber.close()
+    assert camera.starts == 2
+    assert any("camera failed: camera 0 stopped delivering frames" in status for status in statuses)
+    assert service.gate.stats.presentations == 3
+    assert statuses[-1] == "STOPPING"

@@ -98,12 +98,20 @@ class BoardProfile(BaseModel):
         return {name: pin for name in OUTPUT_NAMES if (pin := getattr(self, name)) is not None}
 
 
+# Where an installed gate keeps hardware/ (firmware/README.md installs it there): a wheel installed
+# into /opt/qrgate/venv has no checkout beside it.
+INSTALLED_HARDWARE_DIR = Path("/usr/share/qrgate/hardware")
+
+
 def profiles_dir() -> Path:
-    """The directory bare profile names resolve in (see the module docstring)."""
+    """The directory bare profile names resolve in: $QRGATE_HARDWARE_DIR, this checkout, or /usr/share/qrgate."""
     override = os.environ.get(HARDWARE_DIR_ENV)
     if override:
         return Path(override) / "profiles"
-    return Path(__file__).resolve().parents[2] / "hardware" / "profiles"
+    checkout = Path(__file__).resolve().parents[2] / "hardware" / "profiles"
+    if checkout.is_dir() or not INSTALLED_HARDWARE_DIR.is_dir():
+        return checkout
+    return INSTALLED_HARDWARE_DIR / "profiles"
 
 
 def profile_names() -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 import tempfile
 import threading
 import time
@@ -183,6 +184,9 @@ def _run_with_broker(broker: MosquittoBroker, root: Path, *, headless: bool, as_
             width=config.camera.width, height=config.camera.height, fps=config.camera.fps,
             realtime=realtime, seed=config.camera.seed,
         )
+    else:
+        passes_dir = _write_pass_images(visitors, root / "passes")
+        console.print(f"Show these passes to the webcam (on a phone or printed), Ctrl-C to stop: {passes_dir}")
     subscriber = EventSubscriber(broker.host, broker.port)
 
     def observe(presentation: Presentation) -> None:
@@ -203,6 +207,8 @@ def _run_with_broker(broker: MosquittoBroker, root: Path, *, headless: bool, as_
             console.print(line, highlight=False)
 
     service = GateService(config, source=source, pin_factory=MockFactory(), on_outcome=observe)
+    # A webcam never runs out of frames: Ctrl-C ends the demo the way SIGTERM ends the daemon.
+    previous_handler = signal.signal(signal.SIGINT, lambda *_: service.request_stop())
     started = time.monotonic()
     try:
         if interactive:
@@ -211,6 +217,7 @@ def _run_with_broker(broker: MosquittoBroker, root: Path, *, headless: bool, as_
         else:
             service.run()
     finally:
+        signal.signal(signal.SIGINT, previous_handler)
         service.close()
     stats = service.gate.stats
     stored = stats.presentations - stats.storage_errors
@@ -235,6 +242,16 @@ def _run_with_broker(broker: MosquittoBroker, root: Path, *, headless: bool, as_
     else:
         _print_summary(console, summary)
     return summary
+
+
+def _write_pass_images(visitors: list[DemoVisitor], directory: Path) -> Path:
+    import segno
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for number, visitor in enumerate(visitors, start=1):
+        name = "".join(c if c.isalnum() else "-" for c in visitor.label).strip("-")
+        segno.make_qr(visitor.payload).save(str(directory / f"{number:02d}-{name}.png"), scale=6, border=4)
+    return directory
 
 
 class _LiveView:
