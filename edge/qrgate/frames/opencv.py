@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Self
 
 import cv2
 import numpy as np
 
 from ..errors import CameraUnavailable, FrameSourceError
 from .base import Frame
-from .capture_thread import CaptureThread
-from .slot import LatestFrameSlot
+from .live import LiveFrameSource
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def _to_grey(image: np.ndarray, grey: np.ndarray) -> None:
         cv2.cvtColor(image, cv2.COLOR_BGR2GRAY, dst=grey)
 
 
-class UsbCamera:
+class UsbCamera(LiveFrameSource):
     """A V4L2 (UVC) camera through cv2.VideoCapture, on its own capture thread; latest frame wins.
 
     ``device`` is a V4L2 index or ``/dev/video*`` path (opened with the V4L2 backend on Linux), or
@@ -42,6 +42,7 @@ class UsbCamera:
     """
 
     name = "usb"
+    _label = "the USB camera source"
 
     def __init__(
         self,
@@ -52,17 +53,14 @@ class UsbCamera:
         *,
         stall_timeout_s: float = 3.0,
     ) -> None:
+        super().__init__()
         self._device = device
         self._size = (width, height)
         self._fps = fps
         self._stall_timeout_s = stall_timeout_s
         self._cap: cv2.VideoCapture | None = None
         self._colour: np.ndarray | None = None  # reused decode buffer for BGR frames
-        self._slot: LatestFrameSlot | None = None
-        self._thread: CaptureThread | None = None
         self._last_frame_at = 0.0
-        self._lock = threading.Lock()
-        self._closed = False
 
     def _api(self) -> int:
         v4l2_device = isinstance(self._device, int) or self._device.startswith("/dev/video")
@@ -71,7 +69,7 @@ class UsbCamera:
     def start(self) -> None:
         with self._lock:
             if self._closed:
-                raise FrameSourceError("the USB camera source is closed")
+                raise FrameSourceError(f"{self._label} is closed")
             if self._cap is not None:
                 return
             cap = cv2.VideoCapture(self._device, self._api())
@@ -92,9 +90,7 @@ class UsbCamera:
             self._cap = cap
             self._colour = first if first.ndim == 3 else None
             self._last_frame_at = time.monotonic()
-            self._slot = LatestFrameSlot(height, width)
-            self._thread = CaptureThread(self.name, self._slot, self._capture)
-            self._thread.start()
+            self._start_capture(height, width, self._capture)
 
     def _capture(self, grey: np.ndarray, index: int) -> float | None:
         assert self._cap is not None and self._thread is not None
@@ -111,32 +107,42 @@ class UsbCamera:
         _to_grey(image, grey)
         return now
 
-    def read(self, timeout: float = 1.0) -> Frame | None:
-        if self._slot is None:
-            raise FrameSourceError("the USB camera source is not started")
-        return self._slot.take(timeout)
+    def _release_device(self, capture_stopped: bool) -> None:
+        if not capture_stopped:
+            # Releasing a VideoCapture while another thread is inside read() can crash; the
+            # thread is a daemon and the device is freed when the process exits.
+            log.warning("camera %r capture thread is blocked; leaving the device open", self._device)
+            return
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+class _OnDemandFileSource(ABC):
+    """What the file sources share: each ``read`` produces the next frame, so none is ever dropped,
+    and ``captured_at`` is simulated time, ``index / fps``."""
+
+    def __init__(self, fps: float) -> None:
+        self._fps = fps
+        self._index = 0
+
+    @abstractmethod
+    def start(self) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def _next_frame(self, grey: np.ndarray) -> Frame:
+        """``grey`` as the next frame in order, stamped with its simulated capture time."""
+        frame = Frame(grey, self._index / self._fps, self._index)
+        self._index += 1
+        return frame
 
     @property
     def frames_dropped(self) -> int:
-        return self._slot.dropped if self._slot is not None else 0
+        return 0
 
-    def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            if self._slot is not None:
-                self._slot.close()
-            if self._thread is not None and not self._thread.stop():
-                # Releasing a VideoCapture while another thread is inside read() can crash; the
-                # thread is a daemon and the device is freed when the process exits.
-                log.warning("camera %r capture thread is blocked; leaving the device open", self._device)
-                return
-            if self._cap is not None:
-                self._cap.release()
-                self._cap = None
-
-    def __enter__(self) -> "UsbCamera":
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -144,7 +150,7 @@ class UsbCamera:
         self.close()
 
 
-class FileSource:
+class FileSource(_OnDemandFileSource):
     """Grey images from files, in order: a directory (its image files sorted by name) or a list.
 
     Finite: ``read`` raises EOFError after the last image unless ``loop``. ``captured_at`` is
@@ -154,11 +160,10 @@ class FileSource:
     name = "files"
 
     def __init__(self, paths: str | Path | Sequence[str | Path], *, loop: bool = False, fps: float = 30.0) -> None:
+        super().__init__(fps)
         self._spec = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
         self._loop = loop
-        self._fps = fps
         self._paths: list[Path] = []
-        self._index = 0
         self._started = False
         self._closed = False
 
@@ -190,26 +195,13 @@ class FileSource:
         grey = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
         if grey is None:
             raise FrameSourceError(f"cannot read image {path} (missing, unreadable, or not an image)")
-        frame = Frame(grey, self._index / self._fps, self._index)
-        self._index += 1
-        return frame
-
-    @property
-    def frames_dropped(self) -> int:
-        return 0
+        return self._next_frame(grey)
 
     def close(self) -> None:
         self._closed = True
 
-    def __enter__(self) -> "FileSource":
-        self.start()
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class VideoFileSource:
+class VideoFileSource(_OnDemandFileSource):
     """Grey frames of a video file, every frame in order (no drops), as fast as ``read`` is called.
 
     Finite: EOFError after the last frame unless ``loop``, which starts the file again (indices
@@ -220,13 +212,12 @@ class VideoFileSource:
     name = "video"
 
     def __init__(self, path: str | Path, *, loop: bool = False) -> None:
+        super().__init__(fps=30.0)  # the file's own rate replaces it in start()
         self._path = Path(path)
         self._loop = loop
         self._cap: cv2.VideoCapture | None = None
-        self._fps = 30.0
         self._colour: np.ndarray | None = None
         self._grey: np.ndarray | None = None
-        self._index = 0
         self._closed = False
 
     def start(self) -> None:
@@ -256,23 +247,10 @@ class VideoFileSource:
         if self._grey is None or self._grey.shape != image.shape[:2]:
             self._grey = np.empty(image.shape[:2], np.uint8)
         _to_grey(image, self._grey)
-        frame = Frame(self._grey, self._index / self._fps, self._index)
-        self._index += 1
-        return frame
-
-    @property
-    def frames_dropped(self) -> int:
-        return 0
+        return self._next_frame(self._grey)
 
     def close(self) -> None:
         self._closed = True
         if self._cap is not None:
             self._cap.release()
             self._cap = None
-
-    def __enter__(self) -> "VideoFileSource":
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

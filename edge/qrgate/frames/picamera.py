@@ -10,16 +10,13 @@ Picamera2 only exists on a Pi (apt ``python3-picamera2``), so it is imported in 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any
 
 import numpy as np
 
 from ..errors import CameraUnavailable, FrameSourceError
-from .base import Frame
-from .capture_thread import CaptureThread
-from .slot import LatestFrameSlot
+from .live import LiveFrameSource
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +26,7 @@ STALL_TIMEOUT_S = 5.0
 _POLL_S = 0.25  # how often a waiting capture looks at the stop flag
 
 
-class PiCameraSource:
+class PiCameraSource(LiveFrameSource):
     """Picamera2 lores stream (``width`` x ``height``) as grey frames, on its own capture thread.
 
     Latest frame wins. libcamera's only exposure cap is the frame duration (an exposure cannot
@@ -43,6 +40,7 @@ class PiCameraSource:
     """
 
     name = "picamera2"
+    _label = "the Pi camera source"
 
     def __init__(
         self,
@@ -58,6 +56,7 @@ class PiCameraSource:
     ) -> None:
         if fps <= 0 or max_exposure_us <= 0:
             raise ValueError(f"fps and max_exposure_us must be positive, got {fps}, {max_exposure_us}")
+        super().__init__()
         self._camera_num = camera_num
         self._main_size = (max(main_size[0], width), max(main_size[1], height))  # lores may not exceed main
         self._lores_size = (width, height)
@@ -66,14 +65,10 @@ class PiCameraSource:
         self._buffer_count = buffer_count
         self._camera: Any = None
         self._mapped_array: Any = None
-        self._slot: LatestFrameSlot | None = None
-        self._thread: CaptureThread | None = None
         self._pending_job: Any = None
         self._last_frame_at = 0.0
         self._y_rows = slice(0)
         self._y_cols = slice(0)
-        self._lock = threading.Lock()
-        self._closed = False
 
     def start(self) -> None:
         try:
@@ -85,7 +80,7 @@ class PiCameraSource:
             ) from exc
         with self._lock:
             if self._closed:
-                raise FrameSourceError("the Pi camera source is closed")
+                raise FrameSourceError(f"{self._label} is closed")
             if self._camera is not None:
                 return
             try:
@@ -102,9 +97,7 @@ class PiCameraSource:
             self._mapped_array = MappedArray
             self._y_rows, self._y_cols = slice(0, height), slice(0, width)
             self._last_frame_at = time.monotonic()
-            self._slot = LatestFrameSlot(height, width)
-            self._thread = CaptureThread(self.name, self._slot, self._capture)
-            self._thread.start()
+            self._start_capture(height, width, self._capture)
 
     def _configure(self, camera: Any) -> tuple[int, int]:
         controls: dict[str, Any] = {"FrameDurationLimits": self._frame_duration_us}
@@ -158,34 +151,12 @@ class PiCameraSource:
         # agree on a Pi that never suspends. Anything else must not poison latency figures.
         return captured_at if 0.0 <= received_at - captured_at < 1.0 else received_at
 
-    def read(self, timeout: float = 1.0) -> Frame | None:
-        if self._slot is None:
-            raise FrameSourceError("the Pi camera source is not started")
-        return self._slot.take(timeout)
-
-    @property
-    def frames_dropped(self) -> int:
-        return self._slot.dropped if self._slot is not None else 0
-
-    def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            if self._slot is not None:
-                self._slot.close()
-            if self._thread is not None and not self._thread.stop():
-                log.warning("Pi camera capture thread did not stop; closing the camera anyway")
-            if self._camera is not None:
-                _close_quietly(self._camera)
-                self._camera = None
-
-    def __enter__(self) -> "PiCameraSource":
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _release_device(self, capture_stopped: bool) -> None:
+        if not capture_stopped:
+            log.warning("Pi camera capture thread did not stop; closing the camera anyway")
+        if self._camera is not None:
+            _close_quietly(self._camera)
+            self._camera = None
 
 
 def _close_quietly(camera: Any) -> None:

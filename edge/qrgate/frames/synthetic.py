@@ -26,7 +26,6 @@ import dataclasses
 import functools
 import json
 import math
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,8 +38,8 @@ import segno
 
 from ..errors import ConfigError, FrameSourceError
 from .base import Frame
-from .capture_thread import CaptureFn, CaptureThread
-from .slot import LatestFrameSlot
+from .capture_thread import CaptureFn
+from .live import LiveFrameSource
 
 Medium = Literal["phone", "paper"]
 
@@ -134,7 +133,7 @@ class _VisitAssets:
     blur: np.ndarray  # per dwell frame: 0 none, else index into the scene's blur kernels
 
 
-class SyntheticGate:
+class SyntheticGate(LiveFrameSource):
     """A frame source that renders a scripted gate scene, with ground truth.
 
     ``realtime=False``: ``read`` renders the next frame at once, never drops one, and stamps it
@@ -147,6 +146,7 @@ class SyntheticGate:
     """
 
     name = "synthetic"
+    _label = "the synthetic source"
 
     def __init__(
         self,
@@ -164,6 +164,7 @@ class SyntheticGate:
             raise ValueError("the script needs at least one visit")
         if width < 160 or height < 120 or fps <= 0:
             raise ValueError(f"need at least 160x120 at fps > 0, got {width}x{height} at {fps}")
+        super().__init__()
         self.script = tuple(script)
         self.width, self.height, self.fps = width, height, fps
         self.realtime, self.loop, self.time_origin = realtime, loop, time_origin
@@ -198,10 +199,6 @@ class SyntheticGate:
         self._frame = np.empty((height, width), np.uint8)
         self._next_index = 0
         self._started = False
-        self._closed = False
-        self._slot: LatestFrameSlot | None = None
-        self._thread: CaptureThread | None = None
-        self._lock = threading.Lock()
 
     # -- ground truth ------------------------------------------------------------------------
 
@@ -276,14 +273,12 @@ class SyntheticGate:
     def start(self) -> None:
         with self._lock:
             if self._closed:
-                raise FrameSourceError("the synthetic source is closed")
+                raise FrameSourceError(f"{self._label} is closed")
             if self._started:
                 return
             self._started = True
             if self.realtime:
-                self._slot = LatestFrameSlot(self.height, self.width)
-                self._thread = CaptureThread(self.name, self._slot, self._paced_capture(time.monotonic()))
-                self._thread.start()
+                self._start_capture(self.height, self.width, self._paced_capture(time.monotonic()))
 
     def _paced_capture(self, start: float) -> CaptureFn:
         def capture(grey: np.ndarray, index: int) -> float | None:
@@ -300,36 +295,15 @@ class SyntheticGate:
 
     def read(self, timeout: float = 1.0) -> Frame | None:
         if not self._started or self._closed:
-            raise FrameSourceError(f"the synthetic source is {'closed' if self._closed else 'not started'}")
-        if self._slot is not None:
-            return self._slot.take(timeout)
+            raise FrameSourceError(f"{self._label} is {'closed' if self._closed else 'not started'}")
+        if self.realtime:
+            return super().read(timeout)
         index = self._next_index
         if index >= self.frame_count and not self.loop:
             raise EOFError(f"the script's {self.frame_count} frames are done")
         self.render(index, self._frame)
         self._next_index = index + 1
         return Frame(self._frame, self.timestamp(index), index)
-
-    @property
-    def frames_dropped(self) -> int:
-        return self._slot.dropped if self._slot is not None else 0
-
-    def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            if self._slot is not None:
-                self._slot.close()
-            if self._thread is not None:
-                self._thread.stop()
-
-    def __enter__(self) -> "SyntheticGate":
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 # -- scene assets (built once per scene or per visit) ------------------------------------------
