@@ -297,3 +297,34 @@ def test_the_documented_contract_lists_every_topic_and_payload_field() -> None:
     for model in (wire.CheckinEvent, wire.DeviceStatus):
         for name in model.model_fields:
             assert f"| `{name}` |" in doc, f"docs/mqtt.md does not document {model.__name__}.{name}"
+
+
+def test_retained_province_messages_reach_their_handler_on_the_inbound_thread(broker: MosquittoBroker, outbox: Outbox) -> None:
+    import threading
+
+    import paho.mqtt.client as mqtt
+
+    issuer = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="trust-issuer", protocol=mqtt.MQTTv5)
+    issuer.connect(broker.host, broker.port)
+    issuer.loop_start()
+    issuer.publish(wire.TRUST_LIST_TOPIC, b"\xd2signed-list-v7", qos=1, retain=True).wait_for_publish(5)
+    received: list[tuple[str, bytes, str]] = []
+
+    def on_trust_list(topic: str, payload: bytes) -> None:
+        received.append((topic, payload, threading.current_thread().name))
+        if len(received) == 1:
+            raise ValueError("a handler's bug")  # must not stop the next message from arriving
+
+    uplink = uplink_for(outbox, broker, subscriptions={wire.TRUST_LIST_TOPIC: on_trust_list},
+                        status_details=lambda: {"trust_version": 7, "clock_synced": True})
+    with uplink:
+        wait_until(lambda: len(received) == 1, what="the retained trust list")
+        issuer.publish(wire.TRUST_LIST_TOPIC, b"\xd2signed-list-v8", qos=1, retain=True).wait_for_publish(5)
+        wait_until(lambda: len(received) == 2, what="the next trust list")
+        status = wire.DeviceStatus.from_json(retained(broker.host, broker.port, STATUS).payload)
+    issuer.loop_stop()
+    issuer.disconnect()
+    assert [(topic, payload) for topic, payload, _ in received] == [
+        (wire.TRUST_LIST_TOPIC, b"\xd2signed-list-v7"), (wire.TRUST_LIST_TOPIC, b"\xd2signed-list-v8")]
+    assert {thread for _, _, thread in received} == {"qrgate-inbound"}
+    assert (status.trust_version, status.clock_synced) == (7, True)

@@ -11,6 +11,10 @@ Delivery. An event is marked delivered only when the broker's PUBACK carries a s
 so that counts). A refused PUBACK (0x87 "Not authorized" when an ACL denies the topic) leaves the
 event pending; publishing pauses with backoff and resumes from the oldest pending event.
 
+Inbound. Province-wide topics (trust lists, revocation lists) are subscribed on every connection;
+paho's ``on_message`` only queues the message (bounded), and a dispatcher thread of ours hands it to
+its handler, so verifying a signed list never runs on paho's thread nor delays publishing.
+
 Connections. Each connection attempt uses a fresh paho client with ``reconnect_on_failure=False``:
 paho's own reconnect waits double without jitter (a site's gates would reconnect in lock-step after
 a broker restart), and a reused client would resend its own copies of in-flight messages on
@@ -28,7 +32,7 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -47,6 +51,7 @@ log = logging.getLogger(__name__)
 _CONNECT_TIMEOUT_S = 5.0  # TCP connect + TLS handshake, and again for the broker's CONNACK
 _GOODBYE_TIMEOUT_S = 2.0  # on stop: acknowledgement of the 'offline' messages, then the DISCONNECT
 _IDLE_POLL_S = 1.0  # re-read the outbox this often even without wake(): another process may append
+_INBOUND_QUEUE = 8  # province-wide messages waiting for their handler
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +172,8 @@ class Uplink:
         reconnect_max_s: float = 60.0,
         software_version: str | None = None,
         on_state: Callable[[UplinkStats], None] | None = None,
+        subscriptions: Mapping[str, Callable[[str, bytes], None]] | None = None,
+        status_details: Callable[[], Mapping[str, object]] | None = None,
     ) -> None:
         if not device_id or any(c in device_id for c in "/+#"):
             raise UplinkError(f"device id {device_id!r} cannot be an MQTT topic level")
@@ -193,6 +200,12 @@ class Uplink:
         self._reconnect_max_s = reconnect_max_s
         self._software_version = software_version
         self._on_state = on_state
+        self._subscriptions = dict(subscriptions or {})
+        self._status_details = status_details
+        # Retained province-wide messages: only the newest few matter, so a flood cannot grow memory.
+        self._inbound: collections.deque[tuple[str, bytes]] = collections.deque(maxlen=_INBOUND_QUEUE)
+        self._inbound_kick = threading.Event()
+        self._inbound_thread: threading.Thread | None = None
         self._checkin_topic = wire.checkin_topic(device_id)
         self._availability_topic = wire.availability_topic(device_id)
         self._status_topic = wire.status_topic(device_id)
@@ -223,6 +236,9 @@ class Uplink:
         self._stopping.clear()
         self._thread = threading.Thread(target=self._run, name="qrgate-uplink", daemon=True)
         self._thread.start()
+        if self._subscriptions:
+            self._inbound_thread = threading.Thread(target=self._dispatch_inbound, name="qrgate-inbound", daemon=True)
+            self._inbound_thread.start()
 
     def wake(self) -> None:
         """Tell the publisher an event was appended (cheap: sets an Event; the capture loop calls it)."""
@@ -244,6 +260,10 @@ class Uplink:
         if thread.is_alive():
             log.warning("MQTT uplink did not stop within %.1f s", flush_timeout_s)
         self._thread = None
+        if self._inbound_thread is not None:
+            self._inbound_kick.set()
+            self._inbound_thread.join(_GOODBYE_TIMEOUT_S)
+            self._inbound_thread = None
 
     @property
     def stats(self) -> UplinkStats:
@@ -283,6 +303,28 @@ class Uplink:
         self._facts.append(_Puback(client, mid, reason))
         self._kick.set()
 
+    def _on_message(self, _client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
+        self._inbound.append((message.topic, message.payload))
+        self._inbound_kick.set()
+
+    # --- the inbound dispatcher thread ----------------------------------------------------------
+
+    def _dispatch_inbound(self) -> None:
+        while True:
+            self._inbound_kick.wait()
+            self._inbound_kick.clear()
+            while self._inbound:
+                topic, payload = self._inbound.popleft()
+                handler = self._subscriptions.get(topic)
+                if handler is None:
+                    continue
+                try:
+                    handler(topic, payload)
+                except Exception:  # a handler's bug must not end the delivery of later lists
+                    log.exception("handler for %s failed", topic)
+            if self._stopping.is_set() and self._thread is None:
+                return
+
     # --- the publisher thread -----------------------------------------------------------------
 
     def _run(self) -> None:
@@ -319,6 +361,7 @@ class Uplink:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         return client
 
     def _connect_and_publish(self) -> bool:
@@ -410,6 +453,8 @@ class Uplink:
             self._set_connected(True)
             log.info("MQTT connected to %s:%d as %s", self.host, self.port, self.client_id)
             self._publish_presence(session.client, wire.ONLINE)
+            if self._subscriptions:
+                session.client.subscribe([(topic, wire.QOS) for topic in self._subscriptions])
         else:
             session.closed = True
             if session.connected_at is not None and not session.leaving:
@@ -422,9 +467,15 @@ class Uplink:
             pending: int | None = self._outbox.pending_count()
         except OutboxError:
             pending = None
+        details: Mapping[str, object] = {}
+        if self._status_details is not None:
+            try:
+                details = self._status_details()
+            except Exception:
+                log.exception("status details failed")
         status = wire.DeviceStatus(
             device_id=self.device_id, state=state, time=wire.iso_utc(time.time()),
-            software=self._software_version, pending=pending,
+            software=self._software_version, pending=pending, **details,
         )
         mids = []
         for topic, payload in ((self._availability_topic, state.encode()), (self._status_topic, status.to_json())):

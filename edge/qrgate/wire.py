@@ -52,6 +52,10 @@ ALL_CHECKINS = f"{TOPIC_ROOT}/device/+/checkin"
 ALL_STATUS = f"{TOPIC_ROOT}/device/+/status"
 ALL_AVAILABILITY = f"{TOPIC_ROOT}/device/+/available"
 
+# Province-wide, retained, written only by the trust-list issuer: every gate subscribes.
+TRUST_LIST_TOPIC = f"{TOPIC_ROOT}/province/trust-list"
+REVOCATION_TOPIC = f"{TOPIC_ROOT}/province/revocation"
+
 
 class CheckinEvent(BaseModel):
     """One check-in: a presentation of a code at the gate, accepted or rejected.
@@ -101,6 +105,12 @@ class DeviceStatus(BaseModel):
     pending: int | None = Field(
         None, description="Check-in events stored on the device and not yet acknowledged by the broker."
     )
+    config_hash: str | None = Field(None, description="SHA-256 (first 16 hex digits) of the configuration file in force.")
+    trust_version: int | None = Field(None, description="Version of the signed trust list in force (none: static anchors only).")
+    trust_age_s: int | None = Field(None, description="Seconds since the trust list in force was issued.")
+    revocation_version: int | None = Field(None, description="Version of the revocation list in force.")
+    clock_synced: bool | None = Field(None, description="Whether the device clock is NTP/RTC-synchronised.")
+    outbox_over_limit: bool | None = Field(None, description="The outbox is above its size limit (events are kept, not dropped).")
 
     def to_json(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()
