@@ -233,3 +233,16 @@ def test_terminal_view_without_a_relay(factory: MockFactory) -> None:
         assert states.relay is None
         assert render_rich(states).plain == "○ GREEN  ● RED  · BUZZER"
         assert render_plain(states) == "green=off red=ON buzzer=off"
+
+
+def test_identified_pattern_flashes_green_with_two_beeps(factory: MockFactory, gate_v1: BoardProfile) -> None:
+    patterns = FeedbackPatterns(accepted_on_s=0.08, beep_s=0.02, relay_pulse_s=0.04)
+    with GateFeedback(gate_v1, pin_factory=factory, patterns=patterns) as feedback:
+        feedback.show(Outcome.IDENTIFIED)
+        flashes = round(0.08 / (2 * 0.02))  # 2
+        assert wait_for_changes(factory.pin(GREEN), 1 + 2 * flashes) == [False] + [True, False] * flashes
+        assert wait_for_changes(factory.pin(BUZZER), 5) == [False, True, False, True, False]
+        assert wait_for_changes(factory.pin(RELAY), 4) == [False, True, False, True]  # active-low pulse
+        assert levels(factory.pin(RED)) == [False]
+    assert len(factory.pin(GREEN).states) == 1 + 2 * flashes
+    assert len(factory.pin(BUZZER).states) == 5

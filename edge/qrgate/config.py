@@ -95,6 +95,9 @@ class PatternConfig(_Section):
     rejected_beeps: int = Field(3, ge=0, le=10, description="Short beeps for a rejected code.")
     beep_s: float = Field(0.1, gt=0, le=2, description="Length of one beep and of the pause between beeps.")
     relay_pulse_s: float = Field(1.5, gt=0, le=30, description="How long the relay (turnstile/gate) is energised after an accepted pass.")
+    identified_opens_relay: bool = Field(
+        True, description="Whether an ID card admitted as 'identified, not verified' (CCCD policy) also opens the relay."
+    )
 
 
 class FeedbackConfig(_Section):

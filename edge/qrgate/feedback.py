@@ -29,6 +29,9 @@ _Device = TypeVar("_Device", bound=DigitalOutputDevice)
 class Outcome(enum.StrEnum):
     ACCEPTED = "accepted"
     REJECTED = "rejected"
+    # An unsigned ID card read under a policy that admits it: the person is known, the card is not
+    # proven. Its own pattern, so a guard can tell it from a verified pass at a glance.
+    IDENTIFIED = "identified"
 
 
 # The timings are a config table; one model serves both the TOML file and the feedback driver.
@@ -120,6 +123,13 @@ class GateFeedback:
                 if patterns.accepted_beeps:
                     self._buzzer.beep(on_time=patterns.beep_s, off_time=patterns.beep_s, n=patterns.accepted_beeps, background=True)
                 if self._relay is not None:
+                    self._relay.blink(on_time=patterns.relay_pulse_s, off_time=0, n=1, background=True)
+            elif outcome is Outcome.IDENTIFIED:
+                # Green flashing (not steady) with two beeps: admitted, but on an unverified document.
+                flashes = max(1, round(patterns.accepted_on_s / (2 * patterns.beep_s)))
+                self._green.blink(on_time=patterns.beep_s, off_time=patterns.beep_s, n=flashes, background=True)
+                self._buzzer.beep(on_time=patterns.beep_s, off_time=patterns.beep_s, n=2, background=True)
+                if self._relay is not None and patterns.identified_opens_relay:
                     self._relay.blink(on_time=patterns.relay_pulse_s, off_time=0, n=1, background=True)
             else:
                 self._red.blink(on_time=patterns.rejected_on_s, off_time=0, n=1, background=True)
