@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 from .clock import Clock
 from .config import DeviceConfig
@@ -43,6 +44,8 @@ class Presentation:
 
 @dataclass(slots=True)
 class GateStats:
+    """Counters of the capture loop; ``latencies_s`` holds the newest capture-to-feedback times."""
+
     frames: int = 0
     frames_with_code: int = 0
     presentations: int = 0
@@ -51,6 +54,18 @@ class GateStats:
     rejected: int = 0
     storage_errors: int = 0
     last_event_seq: int = 0
+    # Capture timestamp -> feedback started, per presentation, for live sources only (a file or a
+    # simulated scene has no capture time in the monotonic clock). Bounded: the newest 1024.
+    latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=1024))
+
+    def latency_percentiles_ms(self) -> dict[str, float] | None:
+        """p50/p99 of the recorded latencies in milliseconds, or None before the first presentation."""
+        if not self.latencies_s:
+            return None
+        ordered = sorted(self.latencies_s)
+        def pick(q: float) -> float:
+            return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000.0, 2)
+        return {"p50": pick(0.50), "p99": pick(0.99), "count": len(ordered)}
 
 
 class Gate:
@@ -68,6 +83,7 @@ class Gate:
         clock: Clock,
         on_event_stored: Callable[[], None] = lambda: None,
         on_outcome: Callable[[Presentation], None] | None = None,
+        measure_latency: bool = False,
     ) -> None:
         self._decode = decoder.decode
         self._verify = verifier.verify
@@ -78,6 +94,7 @@ class Gate:
         self._clock = clock
         self._on_event_stored = on_event_stored
         self._on_outcome = on_outcome
+        self._measure_latency = measure_latency
         self.stats = GateStats()
 
     def process(self, frame: Frame) -> None:
@@ -116,6 +133,8 @@ class Gate:
         else:
             stats.repeats += 1
         self._show(Outcome.ACCEPTED if accepted else Outcome.REJECTED)
+        if self._measure_latency:
+            stats.latencies_s.append(self._clock.monotonic() - frame.captured_at)
         if accepted:
             stats.accepted += 1
         else:

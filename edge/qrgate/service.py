@@ -102,6 +102,8 @@ class GateService:
             )
             self._closers.append(self.feedback.close)
             self.uplink = self._build_uplink() if config.mqtt.enabled else None
+            self.source = source if source is not None else build_frame_source(config.camera)
+            self._closers.append(self.source.close)
             decoder_cfg = config.decoder
             self.gate = Gate(
                 decoder=build_decoder(
@@ -119,9 +121,9 @@ class GateService:
                 clock=self.clock,
                 on_event_stored=self.uplink.wake if self.uplink else (lambda: None),
                 on_outcome=on_outcome,
+                # Only a live camera stamps frames on the monotonic clock; files and a simulated scene do not.
+                measure_latency=getattr(self.source, "live", False),
             )
-            self.source = source if source is not None else build_frame_source(config.camera)
-            self._closers.append(self.source.close)
         except BaseException:
             self.close()
             raise

@@ -22,6 +22,7 @@ class LiveFrameSource(ABC):
 
     name: str
     _label: ClassVar[str]  # how messages name the source, e.g. "the USB camera source"
+    live: bool = True  # frames carry time.monotonic() at capture
 
     def __init__(self) -> None:
         self._slot: LatestFrameSlot | None = None

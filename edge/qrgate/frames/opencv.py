@@ -122,6 +122,8 @@ class _OnDemandFileSource(ABC):
     """What the file sources share: each ``read`` produces the next frame, so none is ever dropped,
     and ``captured_at`` is simulated time, ``index / fps``."""
 
+    live = False  # frames are stamped with simulated time, index / fps
+
     def __init__(self, fps: float) -> None:
         self._fps = fps
         self._index = 0
