@@ -1,4 +1,6 @@
-"""FallbackDecoder (when the second backend is asked) and build_decoder (what gets built)."""
+"""FallbackDecoder (when the second backend is asked) and build_decoder (what gets built).
+
+The cascade itself (the repair ladder) is tested in test_decoding_cascade.py."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import pytest
 import segno
 
 from qrgate.decoding.base import DecodedCode
+from qrgate.decoding.cascade import CascadeDecoder
 from qrgate.decoding.chain import FallbackDecoder
 from qrgate.decoding.factory import build_decoder
 from qrgate.decoding.zbar import ZbarDecoder
@@ -117,21 +120,33 @@ def test_a_primary_that_cannot_report_unreadable_codes_falls_back_on_every_unrea
 # -- build_decoder -----------------------------------------------------------------------------------
 
 
-def test_default_is_zxing_with_zbar_fallback():
+def test_default_is_the_zxing_cascade_with_zbar_and_opencv_in_its_ladder():
     decoder = build_decoder()
-    assert isinstance(decoder, FallbackDecoder) and decoder.name == "zxing+zbar"
+    assert isinstance(decoder, CascadeDecoder) and decoder.name == "zxing+repair"
+    assert len(decoder.attempts) == 6  # the default bound
+    assert {a.decoder.name for a in decoder.attempts} == {"zxing", "zbar"}
+    everything = build_decoder(max_repairs=None)
+    assert {a.decoder.name for a in everything.attempts} == {"zxing", "zbar", "opencv"}
+    assert len(everything.attempts) > len(decoder.attempts)
 
 
-@pytest.mark.parametrize("backend, fallback, name, kind", [
-    ("zxing", None, "zxing", ZxingDecoder),
-    ("zxing", "zxing", "zxing", ZxingDecoder),
-    ("zbar", "zbar", "zbar", ZbarDecoder),
-    ("zbar", None, "zbar", ZbarDecoder),
-    ("zbar", "zxing", "zbar+zxing", FallbackDecoder),
+@pytest.mark.parametrize("backend, fallback, repair, name, kind", [
+    ("zxing", None, True, "zxing+repair", CascadeDecoder),
+    ("zxing", "zbar", False, "zxing+zbar", FallbackDecoder),
+    ("zxing", None, False, "zxing", ZxingDecoder),
+    ("zxing", "zxing", False, "zxing", ZxingDecoder),
+    ("zbar", "zbar", True, "zbar", ZbarDecoder),
+    ("zbar", None, True, "zbar", ZbarDecoder),
+    ("zbar", "zxing", True, "zbar+zxing", FallbackDecoder),
 ])
-def test_builds_the_named_combination(backend, fallback, name, kind):
-    decoder = build_decoder(backend, fallback)
+def test_builds_the_named_combination(backend, fallback, repair, name, kind):
+    decoder = build_decoder(backend, fallback, repair=repair)
     assert isinstance(decoder, kind) and decoder.name == name
+
+
+def test_no_zbar_rung_without_the_zbar_fallback():
+    decoder = build_decoder("zxing", None, max_repairs=None)
+    assert "zbar" not in {a.decoder.name for a in decoder.attempts}
 
 
 @pytest.mark.parametrize("backend, fallback", [("quirc", None), ("zxing", "opencv"), ("ZXING", None)])
@@ -164,14 +179,14 @@ class Keep(logging.Handler):
 logging.getLogger().addHandler(Keep())
 import numpy as np
 from qrgate.decoding.factory import build_decoder
-decoder = build_decoder("zxing", "zbar")
+decoder = build_decoder("zxing", "zbar", max_repairs=None)
 for _ in range(20):
     decoder.decode(np.full((120, 160), 99, np.uint8))
-print(json.dumps({"name": decoder.name, "records": records}))
+print(json.dumps({"name": decoder.name, "rungs": [a.decoder.name for a in decoder.attempts], "records": records}))
 """
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     result = json.loads(out.stdout)
-    assert result["name"] == "zxing"
+    assert result["name"] == "zxing+repair" and "zbar" not in result["rungs"] and "zxing" in result["rungs"]
     assert len(result["records"]) == 1
     level, message = result["records"][0]
     assert level == "WARNING" and "install libzbar0" in message

@@ -16,7 +16,7 @@ from qrgate.clock import ManualClock
 from qrgate.config import DeviceConfig, PatternConfig
 from qrgate.decision import Action, Decider
 from qrgate.decoding.factory import build_decoder
-from qrgate.feedback import GateFeedback
+from qrgate.feedback import GateFeedback, Outcome
 from qrgate.frames.base import Frame
 from qrgate.gate import STORAGE_ERROR, Gate, Presentation
 from qrgate.outbox import Outbox
@@ -74,7 +74,7 @@ def test_a_held_code_is_one_presentation_and_one_stored_event(parts):
     for index in range(45):  # 1.5 s at 30 fps
         gate.process(Frame(grey, index / 30, index))
     assert gate.stats.frames_with_code == 45
-    assert [(p.action, p.reason, p.shown_accepted) for p in seen] == [(Action.NEW, "not_a_pass", False)]
+    assert [(p.action, p.reason, p.outcome) for p in seen] == [(Action.NEW, "not_a_pass", Outcome.REJECTED)]
     assert outbox.last_seq == 1 and seen[0].event.seq == 1
 
 
@@ -85,7 +85,7 @@ def test_a_check_in_that_cannot_be_stored_is_shown_red_never_green(parts, issuer
     now = ManualClock().wall()
     valid = mint_qrgate_pass(key, "VN-HN", b"\x01" * 8, "s1", int(now) - 60, int(now) + 3600)
     gate.process(Frame(code_frame(valid), 0.0, 0))
-    assert [(p.reason, p.shown_accepted, p.event) for p in seen] == [(STORAGE_ERROR, False, None)]
+    assert [(p.reason, p.outcome, p.event) for p in seen] == [(STORAGE_ERROR, Outcome.REJECTED, None)]
     assert seen[0].verdict.accepted  # the pass was good; the gate could not keep its record
     assert gate.stats.storage_errors == 1
     deadline = time.monotonic() + 5

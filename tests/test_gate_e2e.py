@@ -18,6 +18,7 @@ from gpiozero.pins.mock import MockFactory
 from qrgate.broker import MosquittoBroker
 from qrgate.config import GateConfig
 from qrgate.decision import Action
+from qrgate.feedback import Outcome
 from qrgate.demo import EventSubscriber
 from qrgate.frames.synthetic import SyntheticGate, Visit
 from qrgate.gate import Presentation
@@ -90,7 +91,7 @@ class PatternWaiter:
 
     def __call__(self, presentation: Presentation) -> None:
         self.seen.append((self.source.truth(presentation.frame.index), presentation.reason, presentation.action))
-        changes = {GREEN: 2, BUZZER: 2, RELAY: 2} if presentation.shown_accepted else {RED: 2, BUZZER: 6}
+        changes = {GREEN: 2, BUZZER: 2, RELAY: 2} if presentation.outcome is Outcome.ACCEPTED else {RED: 2, BUZZER: 6}
         for pin, count in changes.items():
             self._expected[pin] += count
         deadline = time.monotonic() + 10

@@ -316,7 +316,7 @@ def test_retained_province_messages_reach_their_handler_on_the_inbound_thread(br
             raise ValueError("a handler's bug")  # must not stop the next message from arriving
 
     uplink = uplink_for(outbox, broker, subscriptions={wire.TRUST_LIST_TOPIC: on_trust_list},
-                        status_details=lambda: {"trust_version": 7, "clock_synced": True})
+                        status_details=lambda: {"trust_list_version": 7, "clock_synced": True})
     with uplink:
         wait_until(lambda: len(received) == 1, what="the retained trust list")
         issuer.publish(wire.TRUST_LIST_TOPIC, b"\xd2signed-list-v8", qos=1, retain=True).wait_for_publish(5)
@@ -327,4 +327,4 @@ def test_retained_province_messages_reach_their_handler_on_the_inbound_thread(br
     assert [(topic, payload) for topic, payload, _ in received] == [
         (wire.TRUST_LIST_TOPIC, b"\xd2signed-list-v7"), (wire.TRUST_LIST_TOPIC, b"\xd2signed-list-v8")]
     assert {thread for _, _, thread in received} == {"qrgate-inbound"}
-    assert (status.trust_version, status.clock_synced) == (7, True)
+    assert (status.trust_list_version, status.clock_synced) == (7, True)

@@ -3,6 +3,8 @@
 It renders its own ``mosquitto.conf`` into a work directory and runs ``/usr/sbin/mosquitto`` on it,
 so it never touches the system broker's configuration, port or persistence. The listener binds
 127.0.0.1 only: this broker is for one machine's own processes, never for a site network.
+``MosquittoBroker.from_config_file`` instead runs a configuration rendered elsewhere as it is (the
+tests start the site and provincial broker configurations that way, with loopback parameters).
 """
 
 from __future__ import annotations
@@ -87,7 +89,26 @@ class MosquittoBroker:
         self.config_path = self.workdir / "mosquitto.conf"
         self.log_path = self.workdir / "mosquitto.log"
         self._output_path = self.workdir / "mosquitto.out"  # stderr: errors before the log file opens
+        self._renders_config = True
         self._process: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def from_config_file(cls, config_path: Path, *, port: int, log_path: Path, host: str = "127.0.0.1") -> "MosquittoBroker":
+        """A broker that runs ``config_path`` exactly as it is (a site or provincial broker
+        configuration rendered by ``qrgate_provisioning.brokerconf``), never rewriting it.
+
+        ``host``/``port`` must be a listener of that configuration and ``log_path`` its
+        ``log_dest file``: readiness is read from them. The other options of the constructor
+        do not apply; the configuration says everything.
+        """
+        config_path = Path(config_path).resolve()
+        broker = cls(config_path.parent, port=port)
+        broker.host = host
+        broker.config_path = config_path
+        broker.log_path = Path(log_path)
+        broker._output_path = config_path.with_suffix(".out")
+        broker._renders_config = False
+        return broker
 
     @property
     def running(self) -> bool:
@@ -157,7 +178,8 @@ class MosquittoBroker:
         raise last_error
 
     def _launch(self, executable: str) -> None:
-        self.config_path.write_text(self.render_config())
+        if self._renders_config:
+            self.config_path.write_text(self.render_config())
         log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self._output_path, "wb") as output:
             self._process = subprocess.Popen(
@@ -230,6 +252,12 @@ class MosquittoBroker:
         """SIGCONT after ``pause()``: the broker reads what queued up meanwhile."""
         if self._process is not None and self._process.poll() is None:
             self._process.send_signal(signal.SIGCONT)
+
+    def reload(self) -> None:
+        """SIGHUP: mosquitto re-reads the options its manual marks as reloadable (the ACL file among
+        them) and keeps its clients and bridges connected."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGHUP)
 
     def restart(self) -> None:
         """Stop (if running) and start again on the same port and configuration."""

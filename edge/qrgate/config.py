@@ -77,6 +77,25 @@ class TrustConfig(_Section):
         description="Trust anchors: directories of issuer certificates (PEM/DER) and/or JSON key files.",
     )
     clock_skew_s: int = Field(300, ge=0, le=86_400, description="Tolerance in seconds for issued-at in the future and for expiry.")
+    signers_dir: str | None = Field(
+        None,
+        description="Directory of the province's trust-list signing public keys (*.pem), pinned at provisioning. "
+        "When set, signed trust and revocation lists are accepted, and once a trust list is in force it "
+        "replaces the static anchors of trust.paths (docs/trust.md).",
+    )
+    state_dir: str = Field("/var/lib/qrgate/trust", description="Where accepted signed lists are kept: current and last good, replaced atomically.")
+    drop_dir: str | None = Field(
+        "/var/lib/qrgate/trust-drop",
+        description="Directory polled for list files (provisioning, sites without network); accepted files are "
+        "deleted, refused ones renamed *.refused.",
+    )
+    drop_poll_s: float = Field(10.0, gt=0, le=86_400, description="How often the drop directory is polled.")
+    max_age_h: float = Field(24.0, gt=0, description="A signed trust list older than this (from its issued_at) or past its expiry is stale.")
+    stale_policy: Literal["flag", "refuse"] = Field(
+        "flag",
+        description="With a stale trust list: 'flag' keeps verifying and marks every event trust_stale; "
+        "'refuse' rejects passes that would be accepted, with reason trust_stale.",
+    )
 
 
 class DecisionConfig(_Section):
@@ -145,6 +164,34 @@ class MqttConfig(_Section):
         return self
 
 
+class ClockConfig(_Section):
+    rtc: bool = Field(
+        False, description="The device has a battery-backed RTC (Pi 5 with its cell, DS3231); the clock is trusted while it agrees with it."
+    )
+    unsynchronised_policy: Literal["accept_and_flag", "refuse"] = Field(
+        "accept_and_flag",
+        description="While no source vouches for the wall clock: keep verifying and flag events clock_synced=false, "
+        "or refuse passes whose verdict depended on the clock (red, clock_unsynchronised).",
+    )
+
+
+class CccdConfig(_Section):
+    enabled: bool = Field(
+        False, description="Accept chip ID card (CCCD) QR codes as 'identified, not verified'; otherwise reject them as unsigned_pass."
+    )
+    hash_key_file: str | None = Field(
+        None,
+        description="Province secret for hashing ID numbers (at least 32 bytes, mode 0600, the same on every gate of "
+        "the province, never on the backend). Events carry only the keyed hash, never the number.",
+    )
+
+    @model_validator(mode="after")
+    def _key_needed(self) -> "CccdConfig":
+        if self.enabled and not self.hash_key_file:
+            raise ValueError("cccd.hash_key_file is required when cccd.enabled = true")
+        return self
+
+
 class ServiceConfig(_Section):
     status_interval_s: float = Field(5.0, gt=0, le=3600, description="How often the live status line (systemd STATUS=) is refreshed.")
     stop_flush_s: float = Field(5.0, ge=0, le=120, description="On stop, how long to keep publishing pending events before disconnecting.")
@@ -162,6 +209,8 @@ class GateConfig(_Section):
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig, description="LEDs, buzzer and relay.")
     outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="Durable store of check-in events.")
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Uplink to the broker.")
+    clock: ClockConfig = Field(default_factory=ClockConfig, description="How far the wall clock is trusted.")
+    cccd: CccdConfig = Field(default_factory=CccdConfig, description="Chip citizen ID cards for people without a signed pass.")
     service: ServiceConfig = Field(default_factory=ServiceConfig, description="Daemon housekeeping.")
 
 

@@ -31,12 +31,14 @@ from . import wire
 from .broker import MosquittoBroker
 from .config import GateConfig
 from .decision import Action
+from .feedback import Outcome
 from .frames.synthetic import SyntheticGate, Visit
 from .gate import Presentation
 from .service import GateService
 from .terminal_view import FeedbackView
 
 DAY_S = 86_400
+_MARK = {Outcome.ACCEPTED: "✔", Outcome.IDENTIFIED: "◐", Outcome.REJECTED: "✘"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +193,7 @@ def _run_with_broker(broker: MosquittoBroker, root: Path, *, headless: bool, as_
 
     def observe(presentation: Presentation) -> None:
         verdict = presentation.verdict
-        if presentation.shown_accepted:
+        if presentation.outcome is not Outcome.REJECTED:
             log.accepted += 1
         else:
             log.rejected += 1
@@ -201,7 +203,7 @@ def _run_with_broker(broker: MosquittoBroker, root: Path, *, headless: bool, as_
             log.mismatches.append(f"visitor {index + 1}: expected {visitors[index].expected}, got {presentation.reason}")
         repeat = " (repeat: feedback only, no new event)" if presentation.action is Action.REPEAT else ""
         event = f" event seq {presentation.event.seq}" if presentation.event else ""
-        line = f"{'✔' if presentation.shown_accepted else '✘'} {presentation.reason:15} {verdict.format:7} {label}{event}{repeat}"
+        line = f"{_MARK[presentation.outcome]} {presentation.reason:15} {verdict.format:7} {label}{event}{repeat}"
         log.lines.append(line)
         if not interactive and not headless:
             console.print(line, highlight=False)
@@ -268,7 +270,7 @@ class _LiveView:
         )
         verdicts = Table.grid(padding=(0, 1))
         for line in self._log.lines:
-            verdicts.add_row(Text(line, style="green" if line.startswith("✔") else "red"))
+            verdicts.add_row(Text(line, style="red" if line.startswith(_MARK[Outcome.REJECTED]) else "green"))
         events = Table.grid(padding=(0, 1))
         for event in list(self._subscriber.order):
             events.add_row(f"seq {event.seq:3}  {event.reason:15} {event.format:7} "

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from collections import deque
 from dataclasses import dataclass, field
 
-from .clock import Clock
+from .clock import Clock, ClockPolicy, apply_clock_policy
 from .config import DeviceConfig
 from .decision import Action, Decider, payload_key
 from .decoding.base import Decoder
@@ -21,13 +21,16 @@ from .errors import OutboxError
 from .feedback import Outcome
 from .frames.base import Frame
 from .outbox import Outbox
-from .passes.verdict import Verdict
+from .passes.verdict import Reason, Verdict
 from .passes.verifier import PassVerifier
 from .wire import CheckinEvent, iso_utc, new_event_id
 
 log = logging.getLogger(__name__)
 
 STORAGE_ERROR = "storage_error"  # shown (red) when a check-in cannot be stored: never green without a record
+
+_OUTCOME_OF = {Reason.ACCEPTED: Outcome.ACCEPTED, Reason.IDENTIFIED: Outcome.IDENTIFIED}
+_EVENT_VERDICT = {Reason.ACCEPTED: "accepted", Reason.IDENTIFIED: "identified"}
 
 
 @dataclass(slots=True)
@@ -36,7 +39,8 @@ class Presentation:
 
     verdict: Verdict
     action: Action
-    shown_accepted: bool
+    outcome: Outcome  # what the LEDs and buzzer showed
+
     event: CheckinEvent | None  # None for a repeat within the window, or when storing failed
     frame: Frame
     reason: str
@@ -51,6 +55,7 @@ class GateStats:
     presentations: int = 0
     repeats: int = 0
     accepted: int = 0
+    identified: int = 0
     rejected: int = 0
     storage_errors: int = 0
     last_event_seq: int = 0
@@ -84,6 +89,7 @@ class Gate:
         on_event_stored: Callable[[], None] = lambda: None,
         on_outcome: Callable[[Presentation], None] | None = None,
         measure_latency: bool = False,
+        clock_policy: ClockPolicy = "accept_and_flag",
     ) -> None:
         self._decode = decoder.decode
         self._verify = verifier.verify
@@ -95,6 +101,7 @@ class Gate:
         self._on_event_stored = on_event_stored
         self._on_outcome = on_outcome
         self._measure_latency = measure_latency
+        self._clock_policy = clock_policy
         self.stats = GateStats()
 
     def process(self, frame: Frame) -> None:
@@ -114,35 +121,38 @@ class Gate:
     def _present(self, text: str, action: Action, frame: Frame) -> None:
         stats = self.stats
         now = self._clock.wall()
-        verdict = self._verify(text, now)
-        accepted = verdict.accepted
+        synchronised = self._clock.synchronised()  # one reading for the policy and the event
+        verdict = apply_clock_policy(self._verify(text, now), synchronised, self._clock_policy)
+        outcome = _OUTCOME_OF.get(verdict.reason, Outcome.REJECTED)
         reason = str(verdict.reason)
         event = None
         if action is Action.NEW:
             stats.presentations += 1
             try:
-                event = self._outbox.append(lambda seq: self._event(verdict, seq, now))
+                event = self._outbox.append(lambda seq: self._event(verdict, seq, now, synchronised))
             except OutboxError as exc:
                 # The check-in cannot be recorded: showing green would hide a lost event.
                 stats.storage_errors += 1
                 log.error("check-in not stored, shown as rejected: %s", exc)
-                accepted, reason = False, STORAGE_ERROR
+                outcome, reason = Outcome.REJECTED, STORAGE_ERROR
             else:
                 stats.last_event_seq = event.seq
                 self._on_event_stored()
         else:
             stats.repeats += 1
-        self._show(Outcome.ACCEPTED if accepted else Outcome.REJECTED)
+        self._show(outcome)
         if self._measure_latency:
             stats.latencies_s.append(self._clock.monotonic() - frame.captured_at)
-        if accepted:
+        if outcome is Outcome.ACCEPTED:
             stats.accepted += 1
+        elif outcome is Outcome.IDENTIFIED:
+            stats.identified += 1
         else:
             stats.rejected += 1
         if self._on_outcome is not None:
-            self._on_outcome(Presentation(verdict, action, accepted, event, frame, reason))
+            self._on_outcome(Presentation(verdict, action, outcome, event, frame, reason))
 
-    def _event(self, verdict: Verdict, seq: int, now: float) -> CheckinEvent:
+    def _event(self, verdict: Verdict, seq: int, now: float, synchronised: bool) -> CheckinEvent:
         device = self._device
         return CheckinEvent(
             event_id=new_event_id(now),
@@ -152,11 +162,12 @@ class Gate:
             gate=device.gate,
             direction=device.direction,
             time=iso_utc(now),
-            clock_synced=self._clock.synchronised(),
-            verdict="accepted" if verdict.accepted else "rejected",
+            clock_synced=synchronised,
+            verdict=_EVENT_VERDICT.get(verdict.reason, "rejected"),
             reason=str(verdict.reason),
             format=str(verdict.format),
             issuer=verdict.issuer,
             pass_id=verdict.pass_id,
-            subject_id=verdict.subject_id if verdict.accepted else None,
+            subject_id=verdict.subject_id,  # the verifier sets it only for an accepted pass or an identified card
+            trust_stale=verdict.trust_stale,
         )

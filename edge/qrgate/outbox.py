@@ -2,22 +2,33 @@
 
 One table holds the events. ``seq`` is the device's sequence number: assigned inside the insert
 transaction, 1-based and gap-free, and never reused (AUTOINCREMENT keeps its high-water mark even
-when every row has been pruned). An event stays *pending* (``delivered IS NULL``) until the broker
-acknowledges it; the uplink then marks it delivered. Delivered rows are kept, newest first, up to
-``keep_delivered`` of them (a technician can read the last check-ins on the device) and older ones
-are deleted in the same transaction that marks new deliveries, so the file stops growing once the
-link is up.
+when every row has been pruned). An event is *pending* (``delivered IS NULL``) until it is
+delivered, which means, depending on the uplink's mode:
+
+- without end-to-end acknowledgements: the broker's PUBACK (``mark_delivered``);
+- with them: the province's consumer acknowledged its event id (``mark_acknowledged``). In between
+  the broker's PUBACK makes it *published* (``mark_published``: the time of that PUBACK), and the
+  uplink sends it again if the consumer's acknowledgement does not follow in time.
+
+Delivered rows are kept, newest first, up to ``keep_delivered`` of them (a technician can read the
+last check-ins on the device) and older ones are deleted in the same transaction that records new
+deliveries, so the file stops growing once the link is up.
 
 Durability: WAL journal with ``synchronous=FULL``, so ``append`` returns only after the WAL is
 fsync'd. Nothing is ever dropped: a full disk, a read-only or corrupt file raises ``OutboxError``
-(``OutboxFull`` for a full disk) and the caller shows the visitor a storage error. ``max_bytes`` is
-a reporting threshold only (``over_limit``), never a reason to refuse or delete an event.
+(``OutboxFull`` for a full disk) and the caller shows the visitor a storage error; the fault is
+also kept in ``health().storage_error`` until a write succeeds again. ``max_bytes`` is a reporting
+threshold only (``over_limit``), never a reason to refuse or delete an event.
+
+Schema. ``user_version`` counts incompatible changes. The ``published`` column came later as an
+additive, nullable column: a file without it is given it on open, and an older qrgate that does not
+know it still reads the file correctly (a published row is pending to it, so it is sent again), so
+rolling the software back never strands events. That is why the version stayed 1.
 
 Threads: one connection, shared by the capture loop (``append``) and the uplink's publisher thread
-(``pending``, ``mark_delivered``), serialised by a lock. SQLite admits one writer at a time anyway,
-and a waiter on a Python lock wakes as soon as it is released, where SQLite's busy handler would
-poll with sleeps of up to 100 ms: the capture loop's worst case is one short transaction of the
-publisher.
+(everything else), serialised by a lock. SQLite admits one writer at a time anyway, and a waiter on
+a Python lock wakes as soon as it is released, where SQLite's busy handler would poll with sleeps of
+up to 100 ms: the capture loop's worst case is one short transaction of the publisher.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -36,6 +48,7 @@ from .errors import OutboxError, OutboxFull
 from .wire import CheckinEvent
 
 SCHEMA_VERSION = 1
+_MAX_SEQ = 2**63 - 1  # SQLite's largest integer: "no upper bound" for a seq range
 
 # One script, one transaction; IF NOT EXISTS because another process may have created it meanwhile.
 _SCHEMA = f"""
@@ -46,18 +59,44 @@ CREATE TABLE IF NOT EXISTS events (
     created_mono REAL    NOT NULL,                   -- monotonic seconds (this boot only): ages, not dates
     created_wall REAL    NOT NULL,                   -- Unix seconds
     payload      BLOB    NOT NULL,                   -- CheckinEvent.to_json(), published as is
-    delivered    INTEGER                             -- Unix ms of the broker's PUBACK; NULL while pending
+    delivered    INTEGER,                            -- Unix ms it became delivered; NULL while pending
+    published    INTEGER                             -- Unix ms of the latest PUBACK while awaiting the consumer's ack
 );
 CREATE INDEX IF NOT EXISTS events_pending ON events (seq) WHERE delivered IS NULL;
+CREATE INDEX IF NOT EXISTS events_awaiting ON events (seq) WHERE delivered IS NULL AND published IS NOT NULL;
 PRAGMA user_version = {SCHEMA_VERSION};
 COMMIT;
 """
+
+# For files written before end-to-end acknowledgements (see "Schema" above).
+_ADD_PUBLISHED = (
+    "ALTER TABLE events ADD COLUMN published INTEGER",
+    "CREATE INDEX IF NOT EXISTS events_awaiting ON events (seq) WHERE delivered IS NULL AND published IS NOT NULL",
+)
 
 
 class PendingEvent(NamedTuple):
     seq: int
     event_id: str
     payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxHealth:
+    """A snapshot for status and telemetry. Never raises: what cannot be read is None, and the
+    reason is in ``storage_error``."""
+
+    pending: int | None  # not yet delivered
+    awaiting_ack: int | None  # published, waiting for the consumer's acknowledgement
+    oldest_pending_wall: float | None  # Unix seconds the oldest pending event was stored
+    size_bytes: int | None
+    max_bytes: int | None
+    disk_free_bytes: int | None  # free for an unprivileged writer on the outbox's file system
+    storage_error: str | None  # the latest storage fault, until a write succeeds again
+
+    @property
+    def over_limit(self) -> bool:
+        return self.max_bytes is not None and self.size_bytes is not None and self.size_bytes > self.max_bytes
 
 
 class _SystemTime:
@@ -85,6 +124,7 @@ class Outbox:
         self.keep_delivered = keep_delivered
         self._clock = clock or _SystemTime()
         self._lock = threading.Lock()
+        self._storage_error: str | None = None
         self._db: sqlite3.Connection | None = self._open()
 
     def _open(self) -> sqlite3.Connection:
@@ -114,6 +154,8 @@ class Outbox:
                 raise OutboxError(
                     f"outbox {self.path} has schema version {version}; this qrgate understands {SCHEMA_VERSION}"
                 )
+            elif not self._has_published_column(db):
+                self._add_published_column(db)
         except sqlite3.Error as exc:
             db.close()
             raise self._error("cannot open", exc) from exc
@@ -122,7 +164,27 @@ class Outbox:
             raise
         return db
 
+    @staticmethod
+    def _has_published_column(db: sqlite3.Connection) -> bool:
+        return any(row[1] == "published" for row in db.execute("PRAGMA table_info(events)"))
+
+    def _add_published_column(self, db: sqlite3.Connection) -> None:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if not self._has_published_column(db):  # another process may have just done it
+                for statement in _ADD_PUBLISHED:
+                    db.execute(statement)
+            db.execute("COMMIT")
+        except BaseException:
+            self._rollback(db)
+            raise
+
     def _error(self, doing: str, exc: sqlite3.Error) -> OutboxError:
+        error = self._classify(doing, exc)
+        self._storage_error = str(error)
+        return error
+
+    def _classify(self, doing: str, exc: sqlite3.Error) -> OutboxError:
         code = getattr(exc, "sqlite_errorcode", None)
         primary = code & 0xFF if code is not None else None
         if primary == sqlite3.SQLITE_FULL:
@@ -191,6 +253,7 @@ class Outbox:
                     raise
             except sqlite3.Error as exc:
                 raise self._error("event not stored", exc) from exc
+            self._storage_error = None
         return event
 
     @staticmethod
@@ -211,14 +274,87 @@ class Outbox:
                 raise self._error("cannot read pending events", exc) from exc
         return [PendingEvent(seq, event_id, bytes(payload)) for seq, event_id, payload in rows]
 
+    def unpublished(self, limit: int = 100, after_seq: int = 0, through_seq: int | None = None) -> list[PendingEvent]:
+        """Up to ``limit`` pending events never acknowledged by the broker, ``after_seq < seq <=
+        through_seq``, oldest first (without end-to-end acks: the same as ``pending``)."""
+        with self._lock:
+            db = self._connection()
+            try:
+                rows = db.execute(
+                    "SELECT seq, event_id, payload FROM events WHERE delivered IS NULL AND published IS NULL "
+                    "AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+                    (after_seq, through_seq if through_seq is not None else _MAX_SEQ, limit),
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise self._error("cannot read pending events", exc) from exc
+        return [PendingEvent(seq, event_id, bytes(payload)) for seq, event_id, payload in rows]
+
+    def ack_overdue(self, limit: int, waited_s: float) -> list[PendingEvent]:
+        """Up to ``limit`` published events whose PUBACK is more than ``waited_s`` old and whose
+        consumer acknowledgement has not come, oldest first.
+
+        A PUBACK time in the future counts as overdue too: the wall clock stepped back (a Pi
+        without RTC before NTP), and waiting for it to catch up could take hours.
+        """
+        now_ms = int(self._clock.wall() * 1000)
+        with self._lock:
+            db = self._connection()
+            try:
+                rows = db.execute(
+                    "SELECT seq, event_id, payload FROM events WHERE delivered IS NULL AND published IS NOT NULL "
+                    "AND (published <= ? OR published > ?) ORDER BY seq LIMIT ?",
+                    (now_ms - int(waited_s * 1000), now_ms, limit),
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise self._error("cannot read events awaiting acknowledgement", exc) from exc
+        return [PendingEvent(seq, event_id, bytes(payload)) for seq, event_id, payload in rows]
+
+    def forget_published(self) -> int:
+        """Make every published, unacknowledged event unpublished again (sent anew, and delivered by
+        its PUBACK): for an uplink running without end-to-end acknowledgements over an outbox
+        written with them. Returns how many there were."""
+        return self._update(
+            "cannot reset published events",
+            "UPDATE events SET published = NULL WHERE delivered IS NULL AND published IS NOT NULL",
+            [()], prune=False,
+        )
+
     def mark_delivered(self, seqs: Iterable[int]) -> int:
-        """Record the broker's acknowledgement of these events and prune old delivered rows.
+        """Record the broker's acknowledgement of these events (no end-to-end acks) and prune old
+        delivered rows.
 
         Returns how many were pending; a seq already delivered (a duplicate PUBACK after a resend)
         or unknown is ignored.
         """
-        delivered_ms = int(self._clock.wall() * 1000)
-        params = [(delivered_ms, int(seq)) for seq in seqs]
+        now_ms = int(self._clock.wall() * 1000)
+        return self._update(
+            "cannot mark events delivered",
+            "UPDATE events SET delivered = ? WHERE seq = ? AND delivered IS NULL",
+            [(now_ms, int(seq)) for seq in seqs], prune=True,
+        )
+
+    def mark_published(self, seqs: Iterable[int]) -> int:
+        """Record the broker's PUBACK for events that now wait for the consumer's acknowledgement;
+        a later PUBACK (after a resend) restarts the wait. Returns how many were pending."""
+        now_ms = int(self._clock.wall() * 1000)
+        return self._update(
+            "cannot mark events published",
+            "UPDATE events SET published = ? WHERE seq = ? AND delivered IS NULL",
+            [(now_ms, int(seq)) for seq in seqs], prune=False,
+        )
+
+    def mark_acknowledged(self, event_ids: Iterable[str]) -> int:
+        """Record the consumer's end-to-end acknowledgement: these events are delivered, whether or
+        not their PUBACK was seen. Returns how many were pending; unknown or already delivered ids
+        (a repeated acknowledgement) are ignored."""
+        now_ms = int(self._clock.wall() * 1000)
+        return self._update(
+            "cannot record acknowledgements",
+            "UPDATE events SET delivered = ? WHERE event_id = ? AND delivered IS NULL",
+            [(now_ms, str(event_id)) for event_id in event_ids], prune=True,
+        )
+
+    def _update(self, doing: str, statement: str, params: list[tuple[int | str, ...]], *, prune: bool) -> int:
         if not params:
             return 0
         with self._lock:
@@ -227,16 +363,18 @@ class Outbox:
                 db.execute("BEGIN IMMEDIATE")
                 try:
                     before = db.total_changes
-                    db.executemany("UPDATE events SET delivered = ? WHERE seq = ? AND delivered IS NULL", params)
-                    marked = db.total_changes - before
-                    self._prune(db)
+                    db.executemany(statement, params)
+                    changed = db.total_changes - before
+                    if prune:
+                        self._prune(db)
                     db.execute("COMMIT")
                 except BaseException:
                     self._rollback(db)
                     raise
             except sqlite3.Error as exc:
-                raise self._error("cannot mark events delivered", exc) from exc
-        return marked
+                raise self._error(doing, exc) from exc
+            self._storage_error = None
+        return changed
 
     def _prune(self, db: sqlite3.Connection) -> None:
         newest_to_drop = db.execute(
@@ -254,6 +392,42 @@ class Outbox:
             except sqlite3.Error as exc:
                 raise self._error("cannot count pending events", exc) from exc
 
+    def awaiting_ack_count(self) -> int:
+        """Published events waiting for the consumer's acknowledgement."""
+        with self._lock:
+            db = self._connection()
+            try:
+                return db.execute(
+                    "SELECT count(*) FROM events WHERE delivered IS NULL AND published IS NOT NULL"
+                ).fetchone()[0]
+            except sqlite3.Error as exc:
+                raise self._error("cannot count events awaiting acknowledgement", exc) from exc
+
+    def health(self) -> OutboxHealth:
+        """Counts, size and free space for status and telemetry; never raises."""
+        pending = awaiting = size = None
+        oldest: float | None = None
+        with self._lock:
+            try:
+                db = self._connection()
+                pending, oldest = db.execute(
+                    "SELECT count(*), min(created_wall) FROM events WHERE delivered IS NULL"
+                ).fetchone()
+                awaiting = db.execute(
+                    "SELECT count(*) FROM events WHERE delivered IS NULL AND published IS NOT NULL"
+                ).fetchone()[0]
+                size = self._size(db)
+            except sqlite3.Error as exc:
+                self._error("cannot read its state", exc)
+            except OutboxError as exc:  # closed
+                self._storage_error = str(exc)
+        try:
+            stat = os.statvfs(self.path.parent)
+            free: int | None = stat.f_bavail * stat.f_frsize
+        except OSError:
+            free = None
+        return OutboxHealth(pending, awaiting, oldest, size, self.max_bytes, free, self._storage_error)
+
     @property
     def last_seq(self) -> int:
         """The highest sequence number ever assigned (0 for a new outbox)."""
@@ -270,10 +444,14 @@ class Outbox:
         with self._lock:
             db = self._connection()
             try:
-                pages = db.execute("PRAGMA page_count").fetchone()[0] - db.execute("PRAGMA freelist_count").fetchone()[0]
-                return pages * db.execute("PRAGMA page_size").fetchone()[0]
+                return self._size(db)
             except sqlite3.Error as exc:
                 raise self._error("cannot read its size", exc) from exc
+
+    @staticmethod
+    def _size(db: sqlite3.Connection) -> int:
+        pages = db.execute("PRAGMA page_count").fetchone()[0] - db.execute("PRAGMA freelist_count").fetchone()[0]
+        return pages * db.execute("PRAGMA page_size").fetchone()[0]
 
     @property
     def over_limit(self) -> bool:

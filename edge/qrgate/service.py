@@ -8,25 +8,30 @@ patterns on its own threads, so nothing the visitor waits for blocks on the netw
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import __version__
+from . import __version__, wire
 from .board import load_board_profile
 from .clock import Clock, SystemClock
 from .config import CameraConfig, GateConfig
 from .decision import Decider
 from .decoding.factory import build_decoder
-from .errors import FrameSourceError
+from .errors import ConfigError, FrameSourceError
 from .feedback import GateFeedback, default_pin_factory
 from .frames.base import FrameSource
 from .gate import Gate, Presentation
 from .notify import SystemdNotifier
 from .outbox import Outbox
+from .passes.authority import TrustAuthority
+from .passes.cccd import CccdPolicy
+from .passes.signed_list import ListType
 from .passes.trust import TrustStore
+from .trust_updates import TrustUpdates
 from .passes.verifier import PassVerifier
 from .uplink import TlsSettings, Uplink
 
@@ -69,6 +74,23 @@ def build_frame_source(camera: CameraConfig) -> FrameSource:
     )
 
 
+def _cccd_policy(config: GateConfig) -> CccdPolicy:
+    """The CCCD policy with the province's hash key read from its file (which must not be world-readable)."""
+    cccd = config.cccd
+    if not cccd.enabled:
+        return CccdPolicy()
+    path = Path(cccd.hash_key_file)
+    try:
+        if path.stat().st_mode & 0o077:
+            raise ConfigError(f"cccd.hash_key_file {path}: readable by others; chmod 600 it (it keys every ID-number hash)")
+        key = path.read_bytes().strip()
+        return CccdPolicy(enabled=True, hash_key=key)
+    except OSError as exc:
+        raise ConfigError(f"cccd.hash_key_file {path}: cannot read: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"cccd.hash_key_file {path}: {exc}") from None
+
+
 class GateService:
     """Everything a running gate owns, in start order; ``close()`` releases it in reverse."""
 
@@ -83,11 +105,17 @@ class GateService:
         on_outcome: Callable[[Presentation], None] | None = None,
     ) -> None:
         self.config = config
-        self.clock = clock or SystemClock()
+        self.clock = clock or SystemClock(rtc=config.clock.rtc)
         self.notifier = notifier or SystemdNotifier()
         self._closers: list[Callable[[], None]] = []
         try:
-            trust = TrustStore.from_paths(config.trust.paths)
+            trust_config = config.trust
+            self.trust_updates: TrustUpdates | None = None
+            if trust_config.signers_dir:
+                self.trust_updates = TrustUpdates.open(trust_config.state_dir, trust_config.signers_dir, trust_config.paths)
+                trust: TrustStore | TrustAuthority = self.trust_updates.authority
+            else:
+                trust = TrustStore.from_paths(trust_config.paths)
             self.outbox = Outbox(Path(config.outbox.path), max_bytes=config.outbox.max_mb * 1024 * 1024)
             self._closers.append(self.outbox.close)
             pin_overrides: dict[str, int | None] = dict(config.feedback.pins)
@@ -112,7 +140,9 @@ class GateService:
                     try_rotate=decoder_cfg.try_rotate, try_invert=decoder_cfg.try_invert,
                     try_downscale=decoder_cfg.try_downscale,
                 ),
-                verifier=PassVerifier(trust, clock_skew_s=config.trust.clock_skew_s),
+                verifier=PassVerifier(trust, clock_skew_s=trust_config.clock_skew_s,
+                                      max_age_s=trust_config.max_age_h * 3600, stale_policy=trust_config.stale_policy,
+                                      cccd=_cccd_policy(config)),
                 decider=Decider(presence_gap_s=config.decision.presence_gap_s,
                                 repeat_window_s=config.decision.repeat_window_s),
                 outbox=self.outbox,
@@ -123,12 +153,16 @@ class GateService:
                 on_outcome=on_outcome,
                 # Only a live camera stamps frames on the monotonic clock; files and a simulated scene do not.
                 measure_latency=getattr(self.source, "live", False),
+                clock_policy=config.clock.unsynchronised_policy,
             )
         except BaseException:
             self.close()
             raise
         self._stop = threading.Event()
         self.stopped_by_eof = False
+        # Identifies the configuration in force on the status topic: the fleet can spot a gate that missed a change.
+        self.config_hash = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
+        self._drop_thread: threading.Thread | None = None
 
     def _build_uplink(self) -> Uplink:
         mqtt = self.config.mqtt
@@ -146,7 +180,31 @@ class GateService:
             reconnect_min_s=mqtt.reconnect_min_s,
             reconnect_max_s=mqtt.reconnect_max_s,
             software_version=__version__,
+            subscriptions=self._list_subscriptions(),
+            status_details=self._status_details,
         )
+
+    def _list_subscriptions(self) -> dict[str, Callable[[str, bytes], None]]:
+        """Province-wide signed lists, offered to the trust updates from the uplink's inbound thread."""
+        updates = self.trust_updates
+        if updates is None:
+            return {}
+
+        def offer_as(list_type: ListType) -> Callable[[str, bytes], None]:
+            return lambda topic, payload: updates.offer(payload, f"mqtt:{topic}", time.time(), expect=list_type)
+
+        return {wire.TRUST_LIST_TOPIC: offer_as(ListType.TRUST_LIST), wire.REVOCATION_TOPIC: offer_as(ListType.REVOCATION)}
+
+    def _status_details(self) -> dict[str, object]:
+        """What the retained status message says beyond the uplink's own counters."""
+        details: dict[str, object] = {
+            "config_hash": self.config_hash,
+            "clock_synced": self.clock.synchronised(),
+            "outbox_over_limit": self.outbox.over_limit,
+        }
+        if self.trust_updates is not None:
+            details.update(self.trust_updates.report(time.time(), self.config.trust.max_age_h * 3600))
+        return details
 
     def request_stop(self) -> None:
         """Ask the capture loop to finish (signal handlers call this; it only sets a flag)."""
@@ -156,6 +214,9 @@ class GateService:
         """Run until ``request_stop()`` or the end of a finite source; then stop everything cleanly."""
         if self.uplink is not None:
             self.uplink.start()
+        if self.trust_updates is not None and self.config.trust.drop_dir:
+            self._drop_thread = threading.Thread(target=self._watch_drop_dir, name="qrgate-trust-drop", daemon=True)
+            self._drop_thread.start()
         try:
             self._capture_loop()
         finally:
@@ -197,6 +258,19 @@ class GateService:
                 notifier.status(self.status_line())
                 next_status = now + config.status_interval_s
 
+    def _watch_drop_dir(self) -> None:
+        """Offer list files dropped by a technician (or a sync job at a site without network)."""
+        drop_dir = Path(self.config.trust.drop_dir)
+        try:
+            drop_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            log.error("trust drop directory %s unusable: %s", drop_dir, exc)
+            return
+        while True:
+            self.trust_updates.import_directory(drop_dir, time.time())
+            if self._stop.wait(self.config.trust.drop_poll_s):
+                return
+
     def _recover_camera(self, exc: FrameSourceError, failures: int) -> None:
         delay = min(30.0, 0.5 * 2 ** min(failures, 6))
         log.error("camera failed (%s); reopening in %.1f s", exc, delay)
@@ -215,13 +289,18 @@ class GateService:
         link = "off"
         if self.uplink is not None:
             link = "up" if self.uplink.stats.connected else "down"
+        trust = "static"
+        if self.trust_updates is not None and self.trust_updates.version is not None:
+            trust = f"v{self.trust_updates.version}"
         return (
             f"frames {stats.frames} dropped {self.source.frames_dropped} | accepted {stats.accepted} "
-            f"rejected {stats.rejected} | outbox pending {pending} | mqtt {link}"
+            f"rejected {stats.rejected} | outbox pending {pending} | mqtt {link} | trust {trust}"
         )
 
     def _shutdown(self) -> None:
         self.feedback.all_off()
+        if self._drop_thread is not None:
+            self._drop_thread.join(5)
         if self.uplink is not None:
             self.uplink.stop(flush_timeout_s=self.config.service.stop_flush_s)
         self.close()

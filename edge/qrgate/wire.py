@@ -48,9 +48,21 @@ def availability_topic(device_id: str) -> str:
     return f"{TOPIC_ROOT}/device/{device_id}/available"
 
 
+def ack_topic(device_id: str) -> str:
+    """End-to-end acknowledgements (CheckinAck JSON) from the province's consumer to one device:
+    QoS 1, not retained. The device subscribes to its own; only consumers may write to them."""
+    return f"{TOPIC_ROOT}/device/{device_id}/ack"
+
+
+def telemetry_topic(device_id: str) -> str:
+    """Periodic Telemetry JSON: QoS 1, not retained, sent only while connected (never queued)."""
+    return f"{TOPIC_ROOT}/device/{device_id}/telemetry"
+
+
 ALL_CHECKINS = f"{TOPIC_ROOT}/device/+/checkin"
 ALL_STATUS = f"{TOPIC_ROOT}/device/+/status"
 ALL_AVAILABILITY = f"{TOPIC_ROOT}/device/+/available"
+ALL_TELEMETRY = f"{TOPIC_ROOT}/device/+/telemetry"
 
 # Province-wide, retained, written only by the trust-list issuer: every gate subscribes.
 TRUST_LIST_TOPIC = f"{TOPIC_ROOT}/province/trust-list"
@@ -75,12 +87,15 @@ class CheckinEvent(BaseModel):
     direction: Literal["in", "out"] = Field(description="Whether this gate checks people in or out.")
     time: str = Field(description="Wall-clock time of the decision, ISO 8601 UTC with milliseconds.")
     clock_synced: bool = Field(description="Whether the device clock was NTP/RTC-synchronised at that time.")
-    verdict: Literal["accepted", "rejected"] = Field(description="What the gate showed.")
+    verdict: Literal["accepted", "rejected", "identified"] = Field(
+        description="What the gate showed: 'identified' is a chip ID card admitted by policy, not a verified pass."
+    )
     reason: str = Field(description="'accepted' or the named rejection reason.")
     format: str = Field(description="Pass format: dcc, qrgate or unknown.")
     issuer: str | None = Field(None, description="Issuer of the pass, when known.")
     pass_id: str | None = Field(None, description="Pass id (qrgate) or certificate identifier (DCC), when readable.")
     subject_id: str | None = Field(None, description="Pseudonymous subject id; only for accepted passes.")
+    trust_stale: bool = Field(False, description="The signed trust list in force was stale when this pass was verified.")
 
     def to_json(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()
@@ -106,17 +121,87 @@ class DeviceStatus(BaseModel):
         None, description="Check-in events stored on the device and not yet acknowledged by the broker."
     )
     config_hash: str | None = Field(None, description="SHA-256 (first 16 hex digits) of the configuration file in force.")
-    trust_version: int | None = Field(None, description="Version of the signed trust list in force (none: static anchors only).")
-    trust_age_s: int | None = Field(None, description="Seconds since the trust list in force was issued.")
+    trust_list_version: int | None = Field(None, description="Version of the signed trust list in force (absent: static anchors only).")
+    trust_list_age_s: int | None = Field(None, description="Seconds since the trust list in force was issued.")
+    trust_stale: bool | None = Field(None, description="The trust list in force is older than trust.max_age_h or past its expiry.")
     revocation_version: int | None = Field(None, description="Version of the revocation list in force.")
     clock_synced: bool | None = Field(None, description="Whether the device clock is NTP/RTC-synchronised.")
     outbox_over_limit: bool | None = Field(None, description="The outbox is above its size limit (events are kept, not dropped).")
+    storage_error: str | None = Field(
+        None, description="The outbox's latest storage fault (disk full, read-only, corrupt) while it lasts; absent when writes succeed."
+    )
 
     def to_json(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()
 
     @classmethod
     def from_json(cls, payload: bytes | str) -> "DeviceStatus":
+        return cls.model_validate_json(payload)
+
+
+# An acknowledgement is one MQTT message; this many ids keep it under ~40 KB.
+MAX_ACK_EVENT_IDS = 1000
+
+
+class CheckinAck(BaseModel):
+    """The province's consumer has committed these check-ins to its store (end-to-end acknowledgement).
+
+    By event id, not by sequence range: a replaced or re-imaged gate that keeps its device id starts
+    its sequence again at 1 and inherits the broker session (and any acknowledgement still queued in
+    it), so a range could acknowledge events the consumer has never seen; an event id cannot.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    v: int = Field(SCHEMA_VERSION, description="Payload schema version.")
+    event_ids: list[str] = Field(
+        min_length=1, max_length=MAX_ACK_EVENT_IDS,
+        description="Event ids of this device's check-ins the consumer has committed (new ones and duplicates alike).",
+    )
+    consumer: str | None = Field(None, description="Consumer instance that committed them, for tracing.")
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+    @classmethod
+    def from_json(cls, payload: bytes | str) -> "CheckinAck":
+        return cls.model_validate_json(payload)
+
+
+class Telemetry(BaseModel):
+    """What a connected device reports every ``service.telemetry_interval_s`` (not retained)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    v: int = Field(SCHEMA_VERSION, description="Payload schema version.")
+    device_id: str = Field(description="Device this report is about.")
+    time: str = Field(description="Wall-clock time of the report, ISO 8601 UTC with milliseconds.")
+    uptime_s: int = Field(description="Seconds since the uplink started.")
+    pending: int | None = Field(None, description="Check-in events stored on the device and not yet delivered (final).")
+    awaiting_ack: int | None = Field(
+        None, description="Of those, published and acknowledged by the broker, waiting for the consumer's acknowledgement (end-to-end acks on)."
+    )
+    oldest_pending_s: int | None = Field(None, description="Age in seconds of the oldest pending event: how far behind the province is.")
+    outbox_bytes: int | None = Field(None, description="Bytes of the outbox database in use.")
+    outbox_max_bytes: int | None = Field(None, description="The outbox's size limit (a reporting threshold: nothing is dropped).")
+    outbox_over_limit: bool | None = Field(None, description="The outbox is above its size limit.")
+    disk_free_bytes: int | None = Field(None, description="Free bytes on the file system holding the outbox (for unprivileged writers).")
+    storage_error: str | None = Field(None, description="The outbox's latest storage fault while it lasts (disk full, read-only, corrupt).")
+    last_error: str | None = Field(None, description="The uplink's latest connection or storage problem (kept after recovery).")
+    last_refusal: str | None = Field(None, description="The broker's reason for the latest refused check-in, e.g. 'Not authorized'.")
+    sent: int = Field(description="Check-in PUBLISHes written since start, resends included.")
+    resent: int = Field(description="Of those, resends after the consumer's acknowledgement did not come in time.")
+    delivered: int = Field(description="Events that became delivered since start (PUBACK, or the consumer's acknowledgement).")
+    refused: int = Field(description="PUBACKs with a failure reason code since start (the event stays pending).")
+    accepted: int | None = Field(None, description="Presentations shown green since start.")
+    rejected: int | None = Field(None, description="Presentations shown red since start (storage errors included).")
+    storage_errors: int | None = Field(None, description="Check-ins that could not be stored since start (shown red).")
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+    @classmethod
+    def from_json(cls, payload: bytes | str) -> "Telemetry":
         return cls.model_validate_json(payload)
 
 

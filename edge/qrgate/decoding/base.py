@@ -39,6 +39,9 @@ class Scan:
     # Symbol candidates whose finder patterns were found but whose data failed to decode; one
     # damaged code can yield several candidates, so this is "how much", not "how many codes".
     unreadable: int
+    # Where those candidates are (corners in frame pixels), for a decoder that can say; the
+    # cascade retries only there.
+    regions: tuple[Corners, ...] = ()
 
 
 @runtime_checkable

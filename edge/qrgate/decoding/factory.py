@@ -1,4 +1,5 @@
-"""Build the configured decoder: a backend, optionally backed by a fallback."""
+"""Build the configured decoder: the cascade, or a backend with a whole-frame fallback; and the
+per-frame pipeline (presence gate and region tracking) around it."""
 
 from __future__ import annotations
 
@@ -6,13 +7,22 @@ import logging
 
 from ..errors import DecoderUnavailable
 from .base import Decoder
+from .cascade import CascadeDecoder, default_attempts
 from .chain import FallbackDecoder
+from .opencv import OpenCvDecoder
+from .pipeline import FramePipeline
+from .presence import PresenceGate
+from .tracking import RegionTracker
 from .zbar import ZbarDecoder
 from .zxing import ZxingDecoder
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("zxing", "zbar")
+# Rungs of the repair ladder the gate tries: they read 395 of the 399 codes the whole ladder
+# reads on the synthetic scene (docs/performance.md), at about 11 ms here for a region none of
+# them reads (a Pi 4: 45-100 ms, on a decode thread of its own).
+DEFAULT_MAX_REPAIRS = 6
 
 
 def build_decoder(
@@ -22,8 +32,16 @@ def build_decoder(
     try_rotate: bool = False,
     try_invert: bool = False,
     try_downscale: bool = False,
+    repair: bool = True,
+    max_repairs: int | None = DEFAULT_MAX_REPAIRS,
 ) -> Decoder:
-    """The decoder for ``backend``, with ``fallback`` behind it unless None or the same backend.
+    """The decoder for ``backend``.
+
+    With zxing as the backend and ``repair`` on, the cascade: zxing on the frame, and on a QR it
+    located but could not read, the repair ladder (``max_repairs`` rungs, None for all) on that
+    region; the ladder's other decoders are ``fallback`` (zbar, unless None) and OpenCV.
+    Otherwise ``backend`` with ``fallback`` behind it on whole frames (FallbackDecoder), unless
+    ``fallback`` is None or the backend itself.
 
     The ``try_*`` flags are zxing-cpp options and apply wherever zxing is used; ZBar has no
     equivalents. A missing primary library raises DecoderUnavailable; a missing fallback library
@@ -41,11 +59,45 @@ def build_decoder(
         return ZxingDecoder(**zxing_options) if name == "zxing" else ZbarDecoder()
 
     primary = make(backend)
-    if fallback is None or fallback == backend:
-        return primary
-    try:
-        second = make(fallback)
-    except DecoderUnavailable as exc:
-        log.warning("decoder fallback %r unavailable, decoding with %r alone: %s", fallback, backend, exc)
-        return primary
-    return FallbackDecoder(primary, second)
+    second: Decoder | None = None
+    if fallback is not None and fallback != backend:
+        try:
+            second = make(fallback)
+        except DecoderUnavailable as exc:
+            log.warning("decoder fallback %r unavailable, decoding without it: %s", fallback, exc)
+    if isinstance(primary, ZxingDecoder) and repair:
+        return CascadeDecoder(primary, default_attempts(primary, second, OpenCvDecoder()), max_attempts=max_repairs)
+    return primary if second is None else FallbackDecoder(primary, second)
+
+
+def build_pipeline(
+    backend: str = "zxing",
+    fallback: str | None = "zbar",
+    *,
+    try_rotate: bool = False,
+    try_invert: bool = False,
+    try_downscale: bool = False,
+    repair: bool = True,
+    max_repairs: int | None = DEFAULT_MAX_REPAIRS,
+    presence_gate: bool = True,
+    presence_threshold: int = 10,
+    decode_every: int = 10,
+    track: bool = True,
+) -> FramePipeline:
+    """What the gate runs per frame: ``build_decoder(...)`` behind a presence gate (unless
+    ``presence_gate`` is off; a frame is decoded at least every ``decode_every`` frames) and with
+    region tracking (unless ``track`` is off). See FramePipeline."""
+    decoder = build_decoder(
+        backend, fallback, try_rotate=try_rotate, try_invert=try_invert, try_downscale=try_downscale,
+        repair=repair, max_repairs=max_repairs,
+    )
+    # The tracked region is read with the fast decoder alone: if that fails, the whole frame
+    # goes through the cascade, which would otherwise repeat the ladder on the same region.
+    region_decoder = ZxingDecoder(try_rotate=try_rotate, try_invert=try_invert, try_downscale=try_downscale) \
+        if backend == "zxing" else None
+    return FramePipeline(
+        decoder,
+        region_decoder=region_decoder,
+        presence=PresenceGate(threshold=presence_threshold, decode_every=decode_every) if presence_gate else None,
+        tracker=RegionTracker() if track else None,
+    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import zxingcpp
 
-from .base import DecodedCode, Scan, image_corners
+from .base import Corners, DecodedCode, Scan, image_corners
 
 NAME = "zxing"
 
@@ -42,17 +42,15 @@ class ZxingDecoder:
 
     def scan(self, grey: np.ndarray) -> Scan:
         codes: list[DecodedCode] = []
-        unreadable = 0
+        regions: list[Corners] = []
         for barcode in zxingcpp.read_barcodes(grey, **self._options):
+            pos = barcode.position
+            corners = image_corners((p.x, p.y) for p in (pos.top_left, pos.top_right, pos.bottom_right, pos.bottom_left))
             if barcode.valid:
-                pos = barcode.position
-                corners = image_corners(
-                    (p.x, p.y) for p in (pos.top_left, pos.top_right, pos.bottom_right, pos.bottom_left)
-                )
                 codes.append(DecodedCode(barcode.text, corners, NAME))
             else:
-                unreadable += 1
-        return Scan(codes, unreadable)
+                regions.append(corners)
+        return Scan(codes, len(regions), tuple(regions))
 
     def decode(self, grey: np.ndarray) -> list[DecodedCode]:
         return self.scan(grey).codes

@@ -2,7 +2,8 @@
 
 Used by the demo, the tests and the bench. A script is a sequence of visits; each visit is an
 empty scene for ``gap_s``, then a hand holding a phone or a printed sheet with the visitor's code
-for ``dwell_s``, then empty again. The rendering aims at what a Pi camera at a gate really sees:
+for ``dwell_s``, then empty again. A visit's ``category`` adds one hard situation (moiré, glare,
+damage, blur, a moving hand, mixed lighting; see ``scene_effects``) to the clean scene below. The rendering aims at what a Pi camera at a gate really sees:
 codes 2-6 px per module, tilted up to ~25 degrees, drifting and shaking with the hand, sliding
 in and out of view, some frames blurred by motion or focus hunting, sensor noise, glare on phone
 screens, lower contrast on paper, a textured background with clutter.
@@ -37,9 +38,11 @@ import numpy as np
 import segno
 
 from ..errors import ConfigError, FrameSourceError
+from . import scene_effects as effects
 from .base import Frame
 from .capture_thread import CaptureFn
 from .live import LiveFrameSource
+from .scene_effects import CATEGORIES, CATEGORY_MEDIUM, DEFOCUS_SIGMAS, Category
 
 Medium = Literal["phone", "paper"]
 
@@ -58,22 +61,34 @@ class Visit:
     about 30 cm); it is reduced if the code would not fit. ``max_tilt_deg`` bounds the
     out-of-plane tilt of the pose variants, ``shake_px`` is the standard deviation of the
     frame-to-frame hand jitter, ``blur_share`` the share of frames blurred by motion or focus.
+
+    ``category`` adds one hard situation to the clean scene (see ``scene_effects``); categories
+    that only exist on one medium imply it (``glare`` a phone, ``damage`` paper), and ``medium``
+    then defaults to it. The clean scene renders the same frames whatever categories exist.
     """
 
     payload: str
     dwell_s: float = 1.5
-    medium: Medium = "phone"
+    medium: Medium | None = None  # None: the category's medium, else "phone"
     gap_s: float = 1.0
     module_px: float | None = None
     max_tilt_deg: float = 25.0
     shake_px: float = 1.0
     blur_share: float = 0.15
+    category: Category = "clean"
 
     def __post_init__(self) -> None:
         if self.dwell_s <= 0 or self.gap_s < 0:
             raise ValueError(f"dwell_s must be > 0 and gap_s >= 0, got {self.dwell_s}, {self.gap_s}")
-        if self.medium not in ("phone", "paper"):
+        if self.category not in CATEGORIES:
+            raise ValueError(f"category must be one of {', '.join(CATEGORIES)}, got {self.category!r}")
+        implied = CATEGORY_MEDIUM[self.category]
+        if self.medium is None:
+            object.__setattr__(self, "medium", implied or "phone")  # frozen: set once, here
+        elif self.medium not in ("phone", "paper"):
             raise ValueError(f"medium must be 'phone' or 'paper', got {self.medium!r}")
+        elif implied is not None and self.medium != implied:
+            raise ValueError(f"category {self.category!r} is shown on {implied}, not {self.medium}")
         if self.module_px is not None and not 1.0 <= self.module_px <= 12.0:
             raise ValueError(f"module_px must be within 1-12, got {self.module_px}")
         if not 0.0 <= self.max_tilt_deg <= 60.0 or not 0.0 <= self.blur_share <= 1.0 or self.shake_px < 0:
@@ -260,6 +275,7 @@ class SyntheticGate(LiveFrameSource):
             self._assets = _build_visit(
                 self.script[visit],
                 np.random.default_rng([self._seed, 1, visit]),
+                np.random.default_rng([self._seed, 2, visit]),
                 self.width,
                 self.height,
                 self.fps,
@@ -334,10 +350,15 @@ def _render_background(rng: np.random.Generator, width: int, height: int) -> np.
 
 _MOTION_LENGTHS = (3, 5, 7, 9, 13, 17)
 _DEFOCUS_FIRST = 1 + 4 * len(_MOTION_LENGTHS)
+_STRONG_DEFOCUS_FIRST = _DEFOCUS_FIRST + 3
+# Share of a frame period the shutter is open: at 30 fps with the default 16.7 ms exposure cap a
+# moving code smears over half the distance it travels between frames.
+_EXPOSURE_SHARE = 0.5
 
 
 def _blur_kernels() -> list[np.ndarray]:
-    """Index 0 is unused (no blur); then motion streaks of several lengths and angles, then defocus."""
+    """Index 0 is unused (no blur); then motion streaks of several lengths and angles, then defocus
+    (the clean scene's mild ones, then the ``blur`` category's stronger ones)."""
     kernels: list[np.ndarray] = [np.ones((1, 1), np.float32)]
     for length in _MOTION_LENGTHS:
         for angle in (0, 45, 90, 135):
@@ -348,6 +369,9 @@ def _blur_kernels() -> list[np.ndarray]:
             kernels.append(k / k.sum())
     for sigma in (0.8, 1.1, 1.5):
         g = cv2.getGaussianKernel(7, sigma)
+        kernels.append((g @ g.T).astype(np.float32))
+    for sigma in DEFOCUS_SIGMAS:
+        g = cv2.getGaussianKernel(2 * math.ceil(3 * sigma) + 1, sigma)
         kernels.append((g @ g.T).astype(np.float32))
     return kernels
 
@@ -361,9 +385,9 @@ def _motion_kernel(length_px: float, angle_deg: float) -> int:
 
 def _carrier(
     visit: Visit, modules: np.ndarray, module_px: float, rng: np.random.Generator
-) -> tuple[np.ndarray, tuple[float, float], float]:
+) -> tuple[np.ndarray, tuple[float, float], float, tuple[float, float]]:
     """The phone or sheet with the code on it, at frame scale; returns it, the code's centre in
-    it, and the code's side in pixels."""
+    it, the code's side in pixels, and its light and dark grey levels."""
     side = round(modules.shape[0] * module_px)
     if visit.medium == "phone":
         light, dark = rng.uniform(200, 240), rng.uniform(35, 70)  # a screen's black glows and reflects
@@ -393,7 +417,7 @@ def _carrier(
         across, down = rng.uniform(-0.12, 0.0), rng.uniform(-0.1, 0.05)  # light falls off across the sheet
         shade = 1.0 + np.add.outer(down * np.arange(h) / h, across * np.arange(w) / w)
         carrier = np.clip(carrier * shade, 0, 255).astype(np.uint8)
-    return carrier, (x0 + side / 2, y0 + side / 2), float(side)
+    return carrier, (x0 + side / 2, y0 + side / 2), float(side), (light, dark)
 
 
 def _add_glare(
@@ -447,15 +471,40 @@ def _pose(
     return _Pose(patch, mask, (float(projected[4, 0]), float(projected[4, 1])))
 
 
-def _build_visit(visit: Visit, rng: np.random.Generator, width: int, height: int, fps: float) -> _VisitAssets:
+def _category_carrier(
+    visit: Visit, carrier: np.ndarray, centre: tuple[float, float], side: float,
+    levels: tuple[float, float], fx: np.random.Generator,
+) -> np.ndarray:
+    light, dark = levels
+    if visit.category == "screen":
+        return effects.screen(carrier, light, dark, fx)
+    if visit.category == "paper":
+        return effects.printed_card(carrier, light, dark, fx)
+    if visit.category == "damage":
+        half = side / 2
+        box = (round(centre[0] - half), round(centre[1] - half), round(centre[0] + half), round(centre[1] + half))
+        return effects.wear_and_tear(carrier, box, light, dark, fx)
+    if visit.category == "lighting":
+        return effects.shadow_and_backlight(carrier, fx)
+    return carrier
+
+
+def _build_visit(
+    visit: Visit, rng: np.random.Generator, fx: np.random.Generator, width: int, height: int, fps: float
+) -> _VisitAssets:
+    """A visit's poses and per-frame path. ``rng`` drives the clean scene; ``fx`` only the
+    category's effects, so adding a category never changes what a clean visit looks like."""
     modules = _qr_modules(visit.payload)
     module_px = visit.module_px if visit.module_px is not None else rng.uniform(2.5, 4.5)
     module_px = min(module_px, 0.7 * min(width, height) / modules.shape[0])
-    carrier, code_centre, side = _carrier(visit, modules, module_px, rng)
+    carrier, code_centre, side, levels = _carrier(visit, modules, module_px, rng)
+    carrier = _category_carrier(visit, carrier, code_centre, side, levels, fx)
     focal_px = 0.83 * width  # a Pi camera's ~62 degree horizontal field of view
     poses = []
     for _ in range(_POSES_PER_VISIT):
         shown = _add_glare(carrier, code_centre, side, rng) if visit.medium == "phone" else carrier
+        if visit.category == "glare":
+            shown = effects.strong_glare(shown, code_centre, side, fx)
         poses.append(_pose(shown, code_centre, visit.max_tilt_deg, focal_px, rng))
 
     dwell = max(1, round(visit.dwell_s * fps))
@@ -476,6 +525,16 @@ def _build_visit(visit: Visit, rng: np.random.Generator, width: int, height: int
             blur[j] = _motion_kernel(rng.uniform(3, 9), rng.uniform(0, 180))
         else:
             blur[j] = _DEFOCUS_FIRST + int(rng.integers(0, 3))
+    if visit.category == "blur":
+        blur = effects.defocus_frames(dwell, _STRONG_DEFOCUS_FIRST, fx)
+    elif visit.category == "motion":
+        dx, dy = effects.shaking_hand(t, fx)
+        x, y = x + dx, y + dy
+        # The streak follows the hand: its length is the distance covered while the shutter is open.
+        vx, vy = np.gradient(x), np.gradient(y)
+        for j in range(dwell):
+            streak = _EXPOSURE_SHARE * math.hypot(vx[j], vy[j])
+            blur[j] = _motion_kernel(streak, math.degrees(math.atan2(vy[j], vx[j]))) if streak >= 2.0 else 0
 
     # Arrival from below and departure to a side: the code crosses the frame edge, streaked.
     arrive = min(dwell // 3, round(_APPROACH_S * fps))

@@ -71,13 +71,14 @@ _INERT_SEMANTIC_TAGS = {
 }
 
 
-def decode_cbor(data: bytes, step: str = "cbor") -> Any:
+def decode_cbor(data: bytes, step: str = "cbor", max_bytes: int = MAX_INFLATED_BYTES) -> Any:
     """The one CBOR data item that is all of ``data``; duplicate map keys and trailing bytes are refused.
 
     Nesting deeper than ``MAX_CBOR_DEPTH`` is refused before it can exhaust the stack, and declared
     lengths larger than the input fail at once (cbor2 reads strings in chunks, it does not pre-allocate).
+    ``max_bytes`` is raised only for signed lists, whose size the caller bounds itself.
     """
-    if len(data) > MAX_INFLATED_BYTES:
+    if len(data) > max_bytes:
         raise Rejected(Reason.MALFORMED, step)
     stream = io.BytesIO(data)
     try:

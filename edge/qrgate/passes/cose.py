@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from .algorithms import NAMES
-from .codec import decode_cbor
+from .codec import MAX_INFLATED_BYTES, decode_cbor
 from .rejection import Rejected
 from .trust import TrustedKey
 from .verdict import Reason
@@ -48,15 +48,16 @@ class Sign1:
         return cbor2.dumps(["Signature1", self.protected, b"", self.payload])
 
 
-def decode_sign1(message: bytes) -> Sign1:
+def decode_sign1(message: bytes, max_bytes: int = MAX_INFLATED_BYTES) -> Sign1:
     """Read a COSE_Sign1 sent bare, as tag 18, or as CWT tag 61 around tag 18.
 
     ``alg`` and ``kid`` are taken from the protected header when they are there, else from the
     unprotected one: the DCC spec allows the kid in either, and some issuers send everything unprotected.
     A protected value outranks a different unprotected one. An unprotected ``alg`` cannot be used to
     swap algorithms: every trusted key verifies with exactly one algorithm (see ``verify_signature``).
+    ``max_bytes`` bounds the message; only signed lists (``signed_list.py``) raise it above a pass's cap.
     """
-    item = decode_cbor(message)
+    item = decode_cbor(message, max_bytes=max_bytes)
     if isinstance(item, cbor2.CBORTag) and item.tag == CWT_TAG:
         item = item.value
         if not (isinstance(item, cbor2.CBORTag) and item.tag == COSE_SIGN1_TAG):

@@ -30,6 +30,7 @@ class PassContents:
     pass_id: str | None = None
     subject_id: str | None = None
     initials: str | None = None
+    pass_id_bytes: bytes | None = None  # a qrgate pass id as signed, for its revocation hash
 
 
 def decode_claims(payload: bytes) -> Claims:

@@ -12,7 +12,9 @@ from typing import Any
 
 from . import cwt
 from .codec import decode_base45, has_zlib_header, inflate
+from .cose import Sign1
 from .rejection import Rejected
+from .revocation import HashType, RevocationIndex, country_uci_hash, signature_hash, uci_hash
 from .trust import TrustedKey
 from .verdict import Reason
 
@@ -61,3 +63,15 @@ def read_contents(claims: cwt.Claims, key: TrustedKey) -> cwt.PassContents:
         # The signer's certificate limits it to other types: a test centre's key cannot vouch for a vaccination.
         raise Rejected(Reason.UNKNOWN_ISSUER, "key_usage")
     return cwt.PassContents(issued_at=issued_at, expires=expires, issuer=issuer, pass_id=certificate_id)
+
+
+def is_revoked(index: RevocationIndex, sign1: Sign1, contents: cwt.PassContents) -> bool:
+    """Whether ``index`` revokes this DCC by its UCI, its issuing country and UCI, or its signature.
+
+    The country is the ``iss`` claim; a DCC without one cannot match a ``country_uci`` entry.
+    """
+    uci = contents.pass_id
+    assert uci is not None  # read_contents always sets it
+    return (index.contains(HashType.UCI, uci_hash(uci))
+            or (contents.issuer is not None and index.contains(HashType.COUNTRY_UCI, country_uci_hash(contents.issuer, uci)))
+            or index.contains(HashType.SIGNATURE, signature_hash(sign1.signature, sign1.alg)))

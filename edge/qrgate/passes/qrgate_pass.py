@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from . import cwt
 from .codec import decode_base45
+from .cose import Sign1
 from .rejection import Rejected
+from .revocation import HashType, RevocationIndex, pass_id_hash, signature_hash
 from .trust import TrustedKey
 from .verdict import Reason
 
@@ -42,8 +44,16 @@ def read_contents(claims: cwt.Claims, key: TrustedKey) -> cwt.PassContents:
         pass_id=pass_id.hex(),
         subject_id=subject_id,
         initials=initials,
+        pass_id_bytes=pass_id,
     )
     if key.issuer is not None and issuer != key.issuer:
         # A key trusted for one issuer must not put passes on another issuer's books.
         raise Rejected(Reason.UNKNOWN_ISSUER, "issuer_mismatch")
     return contents
+
+
+def is_revoked(index: RevocationIndex, sign1: Sign1, contents: cwt.PassContents) -> bool:
+    """Whether ``index`` revokes this pass by its pass id or its signature."""
+    assert contents.pass_id_bytes is not None  # read_contents always sets it
+    return (index.contains(HashType.QRGATE_PASS_ID, pass_id_hash(contents.pass_id_bytes))
+            or index.contains(HashType.SIGNATURE, signature_hash(sign1.signature, sign1.alg)))

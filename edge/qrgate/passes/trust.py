@@ -82,7 +82,7 @@ class TrustedKey:
         """A DCC document signer certificate as a trusted key; raises TrustStoreError if unusable."""
         der = certificate.public_bytes(serialization.Encoding.DER)
         try:
-            alg, public_key = _checked_key(certificate.public_key(), source)
+            alg, public_key = checked_key(certificate.public_key(), source)
         except (ValueError, UnsupportedAlgorithm) as exc:
             raise TrustStoreError(f"{source}: certificate public key cannot be read: {exc}") from exc
         try:
@@ -202,7 +202,7 @@ def _key_from_entry(entry: Any, where: str) -> TrustedKey:
         public_key = serialization.load_pem_public_key(_required_str(entry, "public_key", where).encode())
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise TrustStoreError(f"{where}: public_key is not a PEM SubjectPublicKeyInfo: {exc}") from exc
-    alg, public_key = _checked_key(public_key, where)
+    alg, public_key = checked_key(public_key, where)
     if alg != BY_NAME[alg_name]:
         raise TrustStoreError(f"{where}: alg {alg_name} does not match the public key (a {NAMES[alg]} key)")
     issuer = entry.get("issuer")
@@ -220,7 +220,7 @@ def _key_from_entry(entry: Any, where: str) -> TrustedKey:
         issuer=issuer,
         not_before=not_before,
         not_after=not_after,
-        formats=_formats(entry, where),
+        formats=pass_formats(entry, where),
     )
 
 
@@ -260,7 +260,7 @@ def _instant(entry: Mapping[str, Any], name: str, where: str) -> float | None:
     return seconds
 
 
-def _formats(entry: Mapping[str, Any], where: str) -> frozenset[PassFormat]:
+def pass_formats(entry: Mapping[str, Any], where: str) -> frozenset[PassFormat]:
     names = entry.get("formats")
     if names is None:
         return ALL_PASS_FORMATS
@@ -270,7 +270,7 @@ def _formats(entry: Mapping[str, Any], where: str) -> frozenset[PassFormat]:
     return frozenset(PassFormat(n) for n in names)
 
 
-def _checked_key(public_key: object, where: str) -> tuple[int, PublicKey]:
+def checked_key(public_key: object, where: str) -> tuple[int, PublicKey]:
     """The COSE algorithm a key of this type verifies in qrgate, and the key; refuses every other key."""
     if isinstance(public_key, ec.EllipticCurvePublicKey):
         if not isinstance(public_key.curve, ec.SECP256R1):

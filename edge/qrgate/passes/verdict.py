@@ -15,11 +15,17 @@ class Reason(enum.StrEnum):
     EXPIRED = "expired"
     NOT_YET_VALID = "not_yet_valid"
     UNSUPPORTED_ALGORITHM = "unsupported_algorithm"
+    REVOKED = "revoked"  # signature and contents hold, but a signed revocation list names the pass
+    TRUST_STALE = "trust_stale"  # would be accepted, but the trust list is too old and the policy is "refuse"
+    CLOCK_UNSYNCHRONISED = "clock_unsynchronised"  # depended on the wall clock, which nothing vouches for ("refuse" policy)
+    UNSIGNED_PASS = "unsigned_pass"  # a chip ID card (CCCD) QR while the CCCD policy is off: nothing proves it
+    IDENTIFIED = "identified"  # a CCCD QR admitted by policy: the person is identified, the card not verified
 
 
 class PassFormat(enum.StrEnum):
     DCC = "dcc"  # EU Digital COVID Certificate, "HC1:" (Vietnam's vaccine passport is one)
     QRGATE = "qrgate"  # qrgate's own check-in pass
+    CCCD = "cccd"  # Vietnam's chip citizen ID card QR: unsigned text, read only under an explicit policy
     UNKNOWN = "unknown"
 
 
@@ -40,6 +46,7 @@ class Verdict:
     expires: int | None = None  # epoch seconds
     initials: str | None = None  # display initials of a qrgate pass, only set when accepted
     detail: str | None = None  # which step failed, for technicians ("base45", "zlib", "cbor", ...); never personal data
+    trust_stale: bool = False  # the signed trust list in force was stale when this pass was verified
 
     @property
     def accepted(self) -> bool:

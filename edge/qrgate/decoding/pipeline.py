@@ -1,0 +1,130 @@
+"""The per-frame decoder the gate runs: presence gate, then the tracked region, then the cascade.
+
+``decode(grey)`` is the whole path on one thread (the ``Decoder`` interface the gate calls).
+For decoding on several threads it splits in two: ``wants(grey)`` (the presence gate, on the
+capture thread, before the frame is copied anywhere) and ``read(grey)`` (thread-safe: the
+tracker locks, the cascade and the decoders keep no per-call state).
+
+Per decoded frame:
+
+1. A code was read a moment ago: zxing on that region first (a crop is a few times cheaper than
+   the frame). Every ``full_frame_every``-th frame goes to step 2 anyway, so a second visitor's
+   code elsewhere in the frame is not missed while the first is held up.
+2. The cascade on the whole frame: zxing, and the repair ladder on any located-but-unreadable QR.
+3. Nothing read and nothing located, but a code was read or located there within the last few
+   frames: the repair ladder on that region. Codes zxing fails to even locate (heavy blur, moiré,
+   a shadow edge) are read here.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from .base import DecodedCode, Decoder, DetectingDecoder
+from .cascade import CascadeDecoder
+from .presence import PresenceGate
+from .tracking import RegionTracker
+
+
+@dataclass(slots=True)
+class PipelineStats:
+    decoded: int = 0  # frames read() was called for
+    region_first: int = 0  # ... read by step 1 alone
+    region_repaired: int = 0  # ... read by step 3
+
+
+class FramePipeline:
+    """Presence gate, region tracking and the decoder cascade, behind the ``Decoder`` interface."""
+
+    def __init__(
+        self,
+        decoder: Decoder,
+        *,
+        region_decoder: Decoder | None = None,
+        presence: PresenceGate | None = None,
+        tracker: RegionTracker | None = None,
+        full_frame_every: int = 4,
+    ) -> None:
+        """``decoder`` reads whole frames (a CascadeDecoder, for step 3); ``region_decoder`` reads
+        the tracked region in step 1 (default: ``decoder``)."""
+        if full_frame_every < 1:
+            raise ValueError(f"full_frame_every must be >= 1, got {full_frame_every}")
+        self.name = decoder.name
+        self.decoder = decoder
+        self.presence = presence
+        self.tracker = tracker
+        self.full_frame_every = full_frame_every
+        self.stats = PipelineStats()
+        self._scan = decoder.scan if isinstance(decoder, DetectingDecoder) else None
+        self._region_decode = (region_decoder or decoder).decode
+        self._read_region = decoder.read_region if isinstance(decoder, CascadeDecoder) else None
+        self._lock = threading.Lock()
+        self._since_full = 0
+
+    def decode(self, grey: np.ndarray) -> list[DecodedCode]:
+        if self.presence is not None and not self.presence.wants(grey):
+            return []
+        return self.read(grey)
+
+    def wants(self, grey: np.ndarray) -> bool:
+        """The presence gate's decision (always True without one). Capture thread only."""
+        return self.presence is None or self.presence.wants(grey)
+
+    def read(self, grey: np.ndarray) -> list[DecodedCode]:
+        """Decode one frame (steps 1-3). Safe to call from several threads at once."""
+        tracker = self.tracker
+        hint = tracker.hint() if tracker is not None else None
+        with self._lock:
+            self.stats.decoded += 1
+            self._since_full += 1
+            full_due = self._since_full >= self.full_frame_every
+            if full_due or hint is None or not hint.read:
+                self._since_full = 0
+        if hint is not None and hint.read and not full_due:
+            x0, y0, x1, y1 = hint.box
+            found = self._region_decode(grey[y0:y1, x0:x1])
+            if found:
+                codes = [_shifted(code, x0, y0) for code in found]
+                self._saw(grey, codes)
+                with self._lock:
+                    self.stats.region_first += 1
+                return codes
+        if self._scan is not None:
+            scan = self._scan(grey)
+            codes, located = scan.codes, scan.regions
+        else:
+            codes, located = self.decoder.decode(grey), ()
+        if codes:
+            self._saw(grey, codes)
+            return codes
+        if located:
+            if tracker is not None:
+                tracker.saw(grey, located, read=False)
+            self._set_active(True)
+            return []
+        if hint is not None and self._read_region is not None and hint.still_there(grey):
+            codes = self._read_region(grey, hint.box)
+            if codes:
+                self._saw(grey, codes)
+                with self._lock:
+                    self.stats.region_repaired += 1
+                return codes
+        self._set_active(False)
+        return []
+
+    def _saw(self, grey: np.ndarray, codes: list[DecodedCode]) -> None:
+        if self.tracker is not None:
+            self.tracker.saw(grey, (code.corners for code in codes), read=True)
+        self._set_active(True)
+
+    def _set_active(self, active: bool) -> None:
+        if self.presence is not None:
+            self.presence.active = active
+
+
+def _shifted(code: DecodedCode, x0: int, y0: int) -> DecodedCode:
+    corners = tuple((x + x0, y + y0) for x, y in code.corners)
+    return DecodedCode(code.text, corners, code.backend)  # type: ignore[arg-type]  # four points in, four out

@@ -1,0 +1,509 @@
+"""Mosquitto configurations for the site broker and the provincial broker, rendered from templates.
+
+The templates are ``firmware/mosquitto/*.conf.in`` and ``*.acl.in`` (``string.Template``:
+``${name}`` placeholders, so Mosquitto's own ``%u``/``%c`` pass through untouched). This module
+validates the parameters, builds the per-role ACL blocks the templates cannot loop over, and
+writes ``mosquitto.conf`` plus ``qrgate.acl`` into a directory. Nothing here is hand-edited on a
+broker: a change is a new render, which the tests start with the real mosquitto.
+
+Why the ACLs look as they do is written in the templates and in docs/mqtt.md ("Broker
+configurations"); in short: gates are confined by ``pattern`` lines to ``qrgate/v1/device/<CN>/#``;
+a site's bridge may act only for the gates listed for that site; every role user is denied the
+device subtree named after itself, since pattern lines apply to every user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import re
+import string
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qrgate import wire
+from qrgate.errors import ConfigError
+
+TEMPLATES_ENV = "QRGATE_MOSQUITTO_TEMPLATES"
+# Where an installed issuer finds the templates when no checkout is beside this module.
+INSTALLED_TEMPLATES_DIR = Path("/usr/share/qrgate/firmware/mosquitto")
+
+CONFIG_FILE_NAME = "mosquitto.conf"
+ACL_FILE_NAME = "qrgate.acl"
+
+# Device, site and role ids become MQTT topic levels, ACL usernames (certificate CNs) and client
+# ids: the same rule as the gate's own config (qrgate.config), so no '/', '+', '#', space or '%'.
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# Mosquitto splits option values at spaces, so a path or host with whitespace would be misread.
+_HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}")
+_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+
+BRIDGE_PROTOCOLS = ("mqttv311", "mqttv50")
+
+DEVICE_TREE = f"{wire.TOPIC_ROOT}/device"
+PROVINCE_TREE = f"{wire.TOPIC_ROOT}/province"
+SITE_TREE = f"{wire.TOPIC_ROOT}/site"
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """A listener's or a bridge's TLS files, as paths on the machine that runs the broker.
+
+    For a listener: the CA that signs the clients' certificates, and the broker's own certificate
+    and key. For a bridge: the CA that signed the remote broker's certificate, and the bridge's
+    client certificate (CN ``site-<site_id>``) and key.
+    """
+
+    ca_file: str
+    cert_file: str
+    key_file: str
+
+    def validate(self, what: str) -> None:
+        for name in ("ca_file", "cert_file", "key_file"):
+            _check_path(f"{what}.{name}", getattr(self, name))
+
+
+@dataclass(frozen=True, slots=True)
+class SiteBroker:
+    """Parameters of a site's broker: its gates' TLS listener and its bridge to the province."""
+
+    site_id: str
+    province_host: str
+    listener_tls: TlsFiles
+    bridge_tls: TlsFiles
+    province_port: int = 8883
+    port: int = 8883
+    bind_address: str = "0.0.0.0"
+    acl_file: str = f"/etc/mosquitto/{ACL_FILE_NAME}"
+    persistence_dir: str = "/var/lib/mosquitto"
+    log_file: str | None = None  # None: stderr, i.e. the journal under systemd (no log file on the SD card)
+    run_as_user: str = "mosquitto"
+    restart_timeout_s: tuple[int, int] = (5, 60)  # bridge reconnect: decorrelated jitter from base to cap
+    bridge_protocol: str = "mqttv311"  # see site-broker.conf.in: mosquitto 2.0's v5 bridge loses its remote session
+    bridge_keepalive_s: int = 60
+    autosave_changes: int = 100
+    max_queued_messages: int = 100_000
+    max_inflight_messages: int = 20  # mosquitto's default, written out: a crash can lose these too
+    readers: tuple[str, ...] = ()  # site-local consumers (a check-in log, a dashboard): read the gates' topics
+
+    @property
+    def bridge_id(self) -> str:
+        """The bridge's client id at the province, and the CN its certificate must carry."""
+        return bridge_user(self.site_id)
+
+    @property
+    def notification_topic(self) -> str:
+        """Retained ``1``/``0``: whether this site's bridge is connected (on both brokers)."""
+        return bridge_notification_topic(self.site_id)
+
+    def validate(self) -> None:
+        _check_id("site_id", self.site_id)
+        _check_id("bridge CN", self.bridge_id)  # a CN holds at most 64 characters
+        _check_host("province_host", self.province_host)
+        _check_host("bind_address", self.bind_address)
+        _check_port("province_port", self.province_port)
+        _check_port("port", self.port)
+        self.listener_tls.validate("listener_tls")
+        self.bridge_tls.validate("bridge_tls")
+        for name in ("acl_file", "persistence_dir"):
+            _check_path(name, getattr(self, name))
+        if self.log_file is not None:
+            _check_path("log_file", self.log_file)
+        _check_user(self.run_as_user)
+        if self.bridge_protocol not in BRIDGE_PROTOCOLS:
+            raise ConfigError(f"bridge_protocol {self.bridge_protocol!r} is not one of {', '.join(BRIDGE_PROTOCOLS)}")
+        base, cap = self.restart_timeout_s
+        # mosquitto draws each wait with rand_between(base, 3 * previous): base 0 would divide by zero.
+        if not 1 <= base <= cap:
+            raise ConfigError(f"restart_timeout_s must satisfy 1 <= base <= cap, got {base} {cap}")
+        if self.bridge_keepalive_s < 5:
+            raise ConfigError(f"bridge_keepalive_s must be at least 5 (mosquitto's minimum), got {self.bridge_keepalive_s}")
+        _check_persistence(self.autosave_changes, self.max_queued_messages)
+        if self.max_inflight_messages < 1:
+            raise ConfigError(f"max_inflight_messages must be at least 1, got {self.max_inflight_messages}")
+        for reader in self.readers:
+            _check_id("readers", reader)
+        if self.bridge_id in self.readers:
+            raise ConfigError(f"reader {self.bridge_id!r} is the name of this site's bridge")
+
+
+@dataclass(frozen=True, slots=True)
+class ProvincialBroker:
+    """Parameters of the provincial broker and of who may do what on it.
+
+    ``sites`` maps each site id to the ids of its gates: that site's bridge may act for exactly
+    those gates. ``consumers`` read check-ins and write acks, ``operators`` read every device topic
+    and write commands, ``issuers`` write the province-wide trust and revocation lists.
+    """
+
+    listener_tls: TlsFiles
+    sites: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    consumers: tuple[str, ...] = ()
+    operators: tuple[str, ...] = ()
+    issuers: tuple[str, ...] = ()
+    port: int = 8883
+    bind_address: str = "0.0.0.0"
+    acl_file: str = f"/etc/mosquitto/{ACL_FILE_NAME}"
+    persistence_dir: str = "/var/lib/mosquitto"
+    log_file: str | None = None
+    run_as_user: str = "mosquitto"
+    autosave_changes: int = 100
+    max_queued_messages: int = 1_000_000
+
+    def validate(self) -> None:
+        _check_host("bind_address", self.bind_address)
+        _check_port("port", self.port)
+        self.listener_tls.validate("listener_tls")
+        for name in ("acl_file", "persistence_dir"):
+            _check_path(name, getattr(self, name))
+        if self.log_file is not None:
+            _check_path("log_file", self.log_file)
+        _check_user(self.run_as_user)
+        _check_persistence(self.autosave_changes, self.max_queued_messages)
+        owner: dict[str, str] = {}  # every name a certificate CN can carry -> what it is
+        for site_id, devices in self.sites.items():
+            _check_id("site id", site_id)
+            _check_id(f"bridge CN of site {site_id}", bridge_user(site_id))  # a CN holds at most 64 characters
+            _claim(owner, bridge_user(site_id), f"the bridge of site {site_id}")
+            for device_id in devices:
+                _check_id(f"device id (site {site_id})", device_id)
+                _claim(owner, device_id, f"a gate of site {site_id}")
+        for role, names in (("a consumer", self.consumers), ("an operator", self.operators), ("an issuer", self.issuers)):
+            for name in names:
+                _check_id(role.split()[-1], name)
+                _claim(owner, name, role)
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedBroker:
+    """The files ``write_*`` produced."""
+
+    config_file: Path
+    acl_file: Path
+
+
+def bridge_user(site_id: str) -> str:
+    return f"site-{site_id}"
+
+
+def bridge_notification_topic(site_id: str) -> str:
+    return f"{SITE_TREE}/{site_id}/bridge"
+
+
+def templates_dir() -> Path:
+    """$QRGATE_MOSQUITTO_TEMPLATES, this checkout's firmware/mosquitto, or /usr/share/qrgate."""
+    override = os.environ.get(TEMPLATES_ENV)
+    if override:
+        return Path(override)
+    checkout = Path(__file__).resolve().parents[2] / "firmware" / "mosquitto"
+    if checkout.is_dir() or not INSTALLED_TEMPLATES_DIR.is_dir():
+        return checkout
+    return INSTALLED_TEMPLATES_DIR
+
+
+def render_site_broker(site: SiteBroker) -> str:
+    site.validate()
+    base, cap = site.restart_timeout_s
+    return _render(
+        "site-broker.conf.in",
+        run_as_user=site.run_as_user,
+        acl_file=site.acl_file,
+        log_dest=_log_dest(site.log_file),
+        persistence_dir=site.persistence_dir,
+        autosave_changes=site.autosave_changes,
+        max_queued_messages=site.max_queued_messages,
+        max_inflight_messages=site.max_inflight_messages,
+        port=site.port,
+        bind_address=site.bind_address,
+        ca_file=site.listener_tls.ca_file,
+        cert_file=site.listener_tls.cert_file,
+        key_file=site.listener_tls.key_file,
+        province_host=site.province_host,
+        province_port=site.province_port,
+        bridge_id=site.bridge_id,
+        bridge_protocol=site.bridge_protocol,
+        restart_base_s=base,
+        restart_cap_s=cap,
+        bridge_keepalive_s=site.bridge_keepalive_s,
+        notification_topic=site.notification_topic,
+        bridge_ca_file=site.bridge_tls.ca_file,
+        bridge_cert_file=site.bridge_tls.cert_file,
+        bridge_key_file=site.bridge_tls.key_file,
+    )
+
+
+def render_site_acl(site: SiteBroker) -> str:
+    site.validate()
+    blocks = [
+        _user_block(
+            reader, "A site-local reader: the gates' check-ins, status and availability, and the bridge's state.",
+            [f"topic read {DEVICE_TREE}/+/checkin", f"topic read {DEVICE_TREE}/+/status",
+             f"topic read {DEVICE_TREE}/+/available", f"topic read {site.notification_topic}"],
+        )
+        for reader in site.readers
+    ]
+    return _render("site-broker.acl.in", readers="".join(blocks))
+
+
+def render_provincial_broker(province: ProvincialBroker) -> str:
+    province.validate()
+    return _render(
+        "provincial-broker.conf.in",
+        run_as_user=province.run_as_user,
+        acl_file=province.acl_file,
+        log_dest=_log_dest(province.log_file),
+        persistence_dir=province.persistence_dir,
+        autosave_changes=province.autosave_changes,
+        max_queued_messages=province.max_queued_messages,
+        port=province.port,
+        bind_address=province.bind_address,
+        ca_file=province.listener_tls.ca_file,
+        cert_file=province.listener_tls.cert_file,
+        key_file=province.listener_tls.key_file,
+    )
+
+
+def render_provincial_acl(province: ProvincialBroker) -> str:
+    province.validate()
+    site_blocks = []
+    for site_id, devices in province.sites.items():
+        grants = [f"topic write {bridge_notification_topic(site_id)}"]
+        # Per gate, not a wildcard: a site broker (or its stolen certificate) can then speak and
+        # receive acks only for its own gates, whatever topics its bridge maps.
+        grants += [f"topic readwrite {DEVICE_TREE}/{device_id}/#" for device_id in devices]
+        site_blocks.append(_user_block(
+            bridge_user(site_id), f"The bridge of site {site_id}: only that site's {len(devices)} gate(s).", grants
+        ))
+    consumers = [
+        _user_block(name, "Backend consumer: reads every gate's check-ins and presence, acknowledges check-ins.", [
+            f"topic read {DEVICE_TREE}/+/checkin", f"topic read {DEVICE_TREE}/+/status",
+            f"topic read {DEVICE_TREE}/+/available", f"topic write {DEVICE_TREE}/+/ack",
+        ])
+        for name in province.consumers
+    ]
+    operators = [
+        _user_block(name, "Operator: reads everything gates and bridges say, sends commands to gates.", [
+            f"topic read {DEVICE_TREE}/#", f"topic read {SITE_TREE}/#", f"topic read {PROVINCE_TREE}/#",
+            f"topic write {DEVICE_TREE}/+/command",
+        ])
+        for name in province.operators
+    ]
+    issuers = [
+        _user_block(name, "Trust-list issuer: the only writer of the province-wide signed lists.", [
+            f"topic readwrite {PROVINCE_TREE}/#",
+        ])
+        for name in province.issuers
+    ]
+    return _render(
+        "provincial-broker.acl.in",
+        site_bridges="".join(site_blocks), consumers="".join(consumers),
+        operators="".join(operators), issuers="".join(issuers),
+    )
+
+
+def write_site_broker(site: SiteBroker, directory: Path) -> RenderedBroker:
+    """Render the site broker's ``mosquitto.conf`` and ``qrgate.acl`` into ``directory``.
+
+    The configuration names the ACL by ``site.acl_file`` (where it will be installed), which need
+    not be the file written here.
+    """
+    return _write(directory, render_site_broker(site), render_site_acl(site))
+
+
+def write_provincial_broker(province: ProvincialBroker, directory: Path) -> RenderedBroker:
+    """Render the provincial broker's ``mosquitto.conf`` and ``qrgate.acl`` into ``directory``."""
+    return _write(directory, render_provincial_broker(province), render_provincial_acl(province))
+
+
+def _write(directory: Path, config: str, acl: str) -> RenderedBroker:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config_file, acl_file = directory / CONFIG_FILE_NAME, directory / ACL_FILE_NAME
+    config_file.write_text(config)
+    acl_file.write_text(acl)
+    return RenderedBroker(config_file, acl_file)
+
+
+def _render(template_name: str, **values: object) -> str:
+    path = templates_dir() / template_name
+    try:
+        template = string.Template(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"broker template {path}: {exc.strerror or exc} (set ${TEMPLATES_ENV} to the templates' directory)") from exc
+    # substitute, not safe_substitute: a placeholder without a value is a bug to see, not a config to ship.
+    return template.substitute({name: str(value) for name, value in values.items()})
+
+
+def _user_block(name: str, comment: str, grants: list[str]) -> str:
+    lines = [f"\n# {comment}", f"user {name}", f"topic deny {DEVICE_TREE}/{name}/#", *grants]
+    return "\n".join(lines) + "\n"
+
+
+def _log_dest(log_file: str | None) -> str:
+    return "stderr" if log_file is None else f"file {log_file}"
+
+
+def _check_id(what: str, value: str) -> None:
+    if not isinstance(value, str) or not _ID.fullmatch(value):
+        raise ConfigError(
+            f"{what} {value!r} is not a valid id: 1-64 of A-Z a-z 0-9 _ . - starting with a letter or digit "
+            "(it becomes an MQTT topic level, a certificate CN and a client id)"
+        )
+
+
+def _check_host(what: str, value: str) -> None:
+    if not isinstance(value, str) or not _HOST.fullmatch(value):
+        raise ConfigError(f"{what} {value!r} is not a host name or IPv4 address")
+
+
+def _check_port(what: str, value: int) -> None:
+    if not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ConfigError(f"{what} {value!r} is not a TCP port (1-65535)")
+
+
+def _check_path(what: str, value: str) -> None:
+    if not isinstance(value, str) or not value.startswith("/") or any(c.isspace() for c in value):
+        raise ConfigError(f"{what} {value!r} must be an absolute path without spaces (mosquitto splits values at spaces)")
+
+
+def _check_user(value: str) -> None:
+    if not isinstance(value, str) or not _USER.fullmatch(value):
+        raise ConfigError(f"run_as_user {value!r} is not a Unix user name")
+
+
+def _check_persistence(autosave_changes: int, max_queued_messages: int) -> None:
+    if autosave_changes < 1:
+        raise ConfigError(f"autosave_changes must be at least 1, got {autosave_changes}")
+    if max_queued_messages < 1:
+        raise ConfigError(f"max_queued_messages must be at least 1, got {max_queued_messages}")
+
+
+def _claim(owner: dict[str, str], name: str, what: str) -> None:
+    if name in owner:
+        raise ConfigError(f"{name!r} is both {owner[name]} and {what}: one certificate CN cannot be two clients")
+    owner[name] = what
+
+
+# ---- qrgate-issuer broker-config ---------------------------------------------------------------
+
+CERTS_DIR = "/etc/mosquitto/certs"
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    """Register ``broker-config site`` and ``broker-config province`` on ``qrgate-issuer``."""
+    broker = commands.add_parser(
+        "broker-config", help="render the site or provincial Mosquitto configuration",
+        description="Render mosquitto.conf and qrgate.acl from firmware/mosquitto/ into a directory. "
+        "Paths given are where the files will be on the broker's machine.",
+    )
+    kinds = broker.add_subparsers(dest="kind", metavar="KIND", required=True)
+
+    site = kinds.add_parser(
+        "site", help="a site's broker, bridged to the province",
+        description="The site broker: the gates' mutual-TLS listener, their ACL, and the bridge to the province. "
+        "The bridge's certificate must carry the CN site-<site-id>.",
+    )
+    site.add_argument("--site-id", required=True, help="the site's id (also in its bridge certificate's CN)")
+    site.add_argument("--province-host", required=True, help="the provincial broker's host name or IPv4 address")
+    site.add_argument("--province-port", type=int, default=8883)
+    site.add_argument("--bridge-ca-file", default=f"{CERTS_DIR}/province-ca.pem",
+                      help="CA that signed the provincial broker's certificate")
+    site.add_argument("--bridge-cert-file", default=f"{CERTS_DIR}/bridge.pem", help="this site's bridge certificate")
+    site.add_argument("--bridge-key-file", default=f"{CERTS_DIR}/bridge.key", help="this site's bridge key")
+    site.add_argument("--reader", action="append", default=[], metavar="CN",
+                      help="a site-local reader of the gates' topics (repeatable)")
+    site.add_argument("--restart-timeout", type=int, nargs=2, default=(5, 60), metavar=("BASE", "CAP"),
+                      help="bridge reconnect backoff in seconds (default: 5 60)")
+    site.add_argument("--bridge-protocol", choices=BRIDGE_PROTOCOLS, default="mqttv311",
+                      help="MQTT version between the brokers (default mqttv311: see docs/mqtt.md)")
+    site.add_argument("--max-queued-messages", type=int, default=100_000)
+    _add_common_arguments(site)
+    site.set_defaults(run=_run_site)
+
+    province = kinds.add_parser(
+        "province", help="the provincial broker",
+        description="The provincial broker: its mutual-TLS listener and the ACL of sites, gates and roles.",
+    )
+    province.add_argument("--site", action="append", default=[], metavar="SITE=GATE[,GATE...]",
+                          help="a site and its gates' device ids (repeatable)")
+    province.add_argument("--sites-csv", type=Path, metavar="FILE",
+                          help="CSV with the columns site_id,device_id: one row per gate")
+    province.add_argument("--consumer", action="append", default=[], metavar="CN", help="a backend consumer (repeatable)")
+    province.add_argument("--operator", action="append", default=[], metavar="CN", help="an operator (repeatable)")
+    province.add_argument("--issuer", action="append", default=[], metavar="CN", help="a trust-list issuer (repeatable)")
+    province.add_argument("--max-queued-messages", type=int, default=1_000_000)
+    _add_common_arguments(province)
+    province.set_defaults(run=_run_province)
+
+
+def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, required=True, help="directory to write mosquitto.conf and qrgate.acl into")
+    parser.add_argument("--port", type=int, default=8883)
+    parser.add_argument("--bind-address", default="0.0.0.0")
+    parser.add_argument("--ca-file", default=f"{CERTS_DIR}/ca.pem", help="CA that signs the clients' certificates")
+    parser.add_argument("--cert-file", default=f"{CERTS_DIR}/server.pem", help="this broker's certificate")
+    parser.add_argument("--key-file", default=f"{CERTS_DIR}/server.key", help="this broker's key")
+    parser.add_argument("--acl-file", default=f"/etc/mosquitto/{ACL_FILE_NAME}", help="where qrgate.acl is installed")
+    parser.add_argument("--persistence-dir", default="/var/lib/mosquitto")
+    parser.add_argument("--log-file", help="log to this file (default: stderr, i.e. the journal under systemd)")
+    parser.add_argument("--run-as-user", default="mosquitto")
+    parser.add_argument("--autosave-changes", type=int, default=100,
+                        help="save the broker's database after this many changes (see docs/mqtt.md)")
+
+
+def _run_site(args: argparse.Namespace) -> int:
+    site = SiteBroker(
+        site_id=args.site_id, province_host=args.province_host, province_port=args.province_port,
+        listener_tls=TlsFiles(args.ca_file, args.cert_file, args.key_file),
+        bridge_tls=TlsFiles(args.bridge_ca_file, args.bridge_cert_file, args.bridge_key_file),
+        port=args.port, bind_address=args.bind_address, acl_file=args.acl_file,
+        persistence_dir=args.persistence_dir, log_file=args.log_file, run_as_user=args.run_as_user,
+        restart_timeout_s=tuple(args.restart_timeout), bridge_protocol=args.bridge_protocol,
+        autosave_changes=args.autosave_changes,
+        max_queued_messages=args.max_queued_messages, readers=tuple(args.reader),
+    )
+    _report(write_site_broker(site, args.out), f"site {args.site_id}: the bridge's certificate CN must be {site.bridge_id}")
+    return 0
+
+
+def _run_province(args: argparse.Namespace) -> int:
+    sites = _sites(args.site, args.sites_csv)
+    province = ProvincialBroker(
+        listener_tls=TlsFiles(args.ca_file, args.cert_file, args.key_file), sites=sites,
+        consumers=tuple(args.consumer), operators=tuple(args.operator), issuers=tuple(args.issuer),
+        port=args.port, bind_address=args.bind_address, acl_file=args.acl_file,
+        persistence_dir=args.persistence_dir, log_file=args.log_file, run_as_user=args.run_as_user,
+        autosave_changes=args.autosave_changes, max_queued_messages=args.max_queued_messages,
+    )
+    gates = sum(len(devices) for devices in sites.values())
+    _report(write_provincial_broker(province, args.out), f"province: {len(sites)} site(s), {gates} gate(s)")
+    return 0
+
+
+def _sites(options: Sequence[str], csv_path: Path | None) -> dict[str, list[str]]:
+    """``SITE=GATE,GATE`` options and CSV rows (site_id,device_id) merged into site -> gates."""
+    sites: dict[str, list[str]] = {}
+    for option in options:
+        site_id, separator, devices = option.partition("=")
+        if not separator or not devices:
+            raise ConfigError(f"--site {option!r}: expected SITE=GATE[,GATE...]")
+        sites.setdefault(site_id, []).extend(device.strip() for device in devices.split(","))
+    if csv_path is not None:
+        try:
+            with open(csv_path, newline="", encoding="utf-8") as file:
+                rows = list(csv.DictReader(file))
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise ConfigError(f"{csv_path}: cannot read: {exc}") from exc
+        for line, row in enumerate(rows, start=2):
+            site_id, device_id = row.get("site_id"), row.get("device_id")
+            if not site_id or not device_id:
+                raise ConfigError(f"{csv_path}:{line}: a row needs both site_id and device_id")
+            sites.setdefault(site_id.strip(), []).append(device_id.strip())
+    return sites
+
+
+def _report(rendered: RenderedBroker, note: str) -> None:
+    print(f"wrote {rendered.config_file} and {rendered.acl_file} ({note})", file=sys.stdout)

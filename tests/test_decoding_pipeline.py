@@ -1,0 +1,213 @@
+"""The per-frame pipeline: the presence gate skips a static empty scene but never the first frame
+showing a code; the tracked region is decoded first and gets the repair ladder when the frame fails."""
+
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+import pytest
+import segno
+
+from qrgate.decoding.base import DecodedCode
+from qrgate.decoding.factory import build_decoder, build_pipeline
+from qrgate.decoding.pipeline import FramePipeline
+from qrgate.decoding.presence import PresenceGate
+from qrgate.decoding.tracking import RegionTracker, texture
+from qrgate.decoding.zxing import ZxingDecoder
+from qrgate.frames.synthetic import SyntheticGate, Visit
+
+
+def code_image(text: str, scale: int = 4) -> np.ndarray:
+    buf = io.BytesIO()
+    segno.make_qr(text).save(buf, kind="png", scale=scale, border=4)
+    return cv2.imdecode(np.frombuffer(buf.getvalue(), np.uint8), cv2.IMREAD_GRAYSCALE)
+
+
+def wall(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return cv2.GaussianBlur(rng.integers(60, 200, (480, 640), dtype=np.uint8), (0, 0), 6)
+
+
+def noisy(frame: np.ndarray, rng: np.random.Generator, sigma: float = 3.0) -> np.ndarray:
+    return np.clip(frame + rng.normal(0, sigma, frame.shape), 0, 255).astype(np.uint8)
+
+
+class Counting:
+    def __init__(self, inner) -> None:
+        self.inner, self.name, self.calls = inner, inner.name, 0
+
+    def decode(self, grey: np.ndarray) -> list[DecodedCode]:
+        self.calls += 1
+        return self.inner.decode(grey)
+
+
+# -- presence gate ------------------------------------------------------------------------------
+
+
+def test_a_static_noisy_scene_is_decoded_only_every_nth_frame():
+    gate = PresenceGate(decode_every=10)
+    rng = np.random.default_rng(1)
+    scene = wall()
+    decided = [gate.wants(noisy(scene, rng)) for _ in range(100)]
+    assert decided[0]  # the first frame: no background yet
+    assert sum(decided) == 1 + 99 // 10
+    assert gate.skipped == 100 - sum(decided)
+
+
+def test_any_change_in_the_scene_is_decoded_and_then_learnt():
+    gate = PresenceGate(decode_every=1000)
+    rng = np.random.default_rng(2)
+    scene = wall()
+    for _ in range(5):
+        gate.wants(noisy(scene, rng))
+    bag = scene.copy()
+    bag[300:340, 500:560] = 30  # something new, 40x60 px, no code
+    decided = [gate.wants(noisy(bag, rng)) for _ in range(60)]
+    assert decided[:5] == [True] * 5
+    assert not any(decided[-40:])  # absorbed into the background within a third of a second
+    lights = np.clip(bag.astype(int) + 25, 0, 255).astype(np.uint8)
+    assert gate.wants(noisy(lights, rng))
+
+
+def test_while_something_qr_like_is_in_view_every_frame_is_decoded():
+    gate = PresenceGate(decode_every=1000)
+    scene = wall()
+    gate.wants(scene)
+    gate.active = True
+    assert all(gate.wants(scene) for _ in range(50))
+    gate.active = False
+    assert not gate.wants(scene)
+
+
+def test_presence_gate_follows_a_change_of_frame_size_and_strided_frames():
+    gate = PresenceGate()
+    gate.wants(np.full((480, 640), 100, np.uint8))
+    assert not gate.wants(np.full((480, 640), 100, np.uint8))
+    assert gate.wants(np.full((720, 1280), 100, np.uint8))
+    padded = np.full((720, 1344), 100, np.uint8)
+    assert not gate.wants(padded[:, :1280])
+
+
+@pytest.mark.parametrize("bad", [dict(threshold=0), dict(min_changed=0), dict(decode_every=0), dict(learn_rate=0)])
+def test_presence_gate_rejects_nonsense(bad):
+    with pytest.raises(ValueError):
+        PresenceGate(**bad)
+
+
+def test_on_the_synthetic_stream_the_first_frame_showing_each_code_is_never_skipped():
+    script = [Visit(f"QRG1:presence-{k}:" + "p" * 120, dwell_s=0.8, gap_s=1.5, category=category)
+              for k, category in enumerate(("clean", "paper", "glare", "motion", "lighting", "clean"))]
+    scene = SyntheticGate(script, seed=8)
+    zxing = ZxingDecoder()
+    pipeline = build_pipeline()
+    frame = np.empty((scene.height, scene.width), np.uint8)
+    first_zxing: dict[int, int] = {}
+    first_pipeline: dict[int, int] = {}
+    empty = skipped_empty = 0
+    for index in range(scene.frame_count):
+        scene.render(index, frame)
+        visit = scene.truth(index)
+        decoded_before = pipeline.stats.decoded
+        codes = pipeline.decode(frame)
+        if visit is None:
+            empty += 1
+            skipped_empty += pipeline.stats.decoded == decoded_before
+            assert codes == []
+            continue
+        payload = script[visit].payload
+        if visit not in first_zxing and any(c.text == payload for c in zxing.decode(frame)):
+            first_zxing[visit] = index
+        if visit not in first_pipeline and any(c.text == payload for c in codes):
+            first_pipeline[visit] = index
+    assert set(first_zxing) == set(range(len(script)))
+    assert all(first_pipeline[v] <= first_zxing[v] for v in first_zxing), (first_pipeline, first_zxing)
+    assert skipped_empty > empty / 2  # the gaps are mostly static: most empty frames were skipped
+
+
+# -- tracking -----------------------------------------------------------------------------------
+
+
+def test_after_a_read_the_region_is_decoded_first_and_the_full_frame_regularly():
+    frame = wall()
+    symbol = code_image("QRG1:tracked", 4)
+    frame[100 : 100 + symbol.shape[0], 150 : 150 + symbol.shape[1]] = symbol
+    full = Counting(build_decoder())
+    region = Counting(ZxingDecoder())
+    pipeline = FramePipeline(full, region_decoder=region, tracker=RegionTracker(), full_frame_every=4)
+    results = [pipeline.decode(frame) for _ in range(12)]
+    assert all([c.text for c in codes] == ["QRG1:tracked"] for codes in results)
+    assert results[1] == results[0]  # the same corners, in frame pixels, from the region
+    assert full.calls == 3 and region.calls == 9  # frames 0, 4, 8 whole; the rest the region only
+    assert pipeline.stats.region_first == 9
+
+    # A second visitor's code elsewhere is found at the next full frame.
+    second = code_image("QRG1:second", 4)
+    frame[300 : 300 + second.shape[0], 450 : 450 + second.shape[1]] = second
+    seen = [sorted(c.text for c in pipeline.decode(frame)) for _ in range(4)]
+    assert ["QRG1:second", "QRG1:tracked"] in seen
+
+
+def test_a_code_zxing_cannot_locate_is_read_in_the_tracked_region():
+    # Frame 1: a sharp code, read. Frame 2: the same code heavily blurred and moiré-striped so
+    # zxing locates nothing; the tracked region's repair ladder reads it.
+    frame = wall(3)
+    symbol = code_image("QRG1:" + "m" * 60, 3)
+    frame[120 : 120 + symbol.shape[0], 200 : 200 + symbol.shape[1]] = symbol
+    ys, xs = np.mgrid[0:480, 0:640]
+    hard = cv2.GaussianBlur(frame, (0, 0), 1.5).astype(np.float32) * (1 + 0.12 * np.sin(xs * 0.9 + ys * 0.4))
+    hard = np.clip(hard, 0, 255).astype(np.uint8)
+    scan = ZxingDecoder().scan(hard)
+    assert scan.codes == [] and scan.regions == ()
+    pipeline = build_pipeline(presence_gate=False)
+    assert pipeline.decode(frame) and pipeline.decode(hard)
+    assert pipeline.stats.region_repaired == 1
+    assert build_pipeline(presence_gate=False, track=False).decode(hard) == []
+
+
+def test_once_the_code_is_gone_the_region_gets_no_repairs_and_the_hint_expires():
+    frame = wall(4)
+    symbol = code_image("QRG1:leaving", 4)
+    shown = frame.copy()
+    shown[100 : 100 + symbol.shape[0], 150 : 150 + symbol.shape[1]] = symbol
+    pipeline = build_pipeline(presence_gate=False)
+    assert pipeline.decode(shown)
+    cascade = pipeline.decoder
+    assert texture(frame[80:300, 130:330]) < 0.5 * texture(shown[80:300, 130:330])
+    for _ in range(20):
+        assert pipeline.decode(frame) == []
+    assert cascade.stats.regions == 0  # the texture test kept the ladder from running
+    assert pipeline.tracker.hint() is None  # and the hint expired
+
+
+def test_region_tracker_hint_lifetime():
+    tracker = RegionTracker(hold_frames=3)
+    assert tracker.hint() is None
+    grey = wall()
+    tracker.saw(grey, [((100, 100), (200, 100), (200, 200), (100, 200))], read=True)
+    hints = [tracker.hint() for _ in range(4)]
+    assert [h is not None for h in hints] == [True, True, True, False]
+    assert hints[0].read and hints[0].box[0] < 100 < 200 < hints[0].box[2]
+    tracker.saw(grey, [((5000, 5000), (5001, 5000), (5001, 5001), (5000, 5001))], read=False)  # off-frame
+    assert tracker.hint() is None
+    with pytest.raises(ValueError):
+        RegionTracker(hold_frames=0)
+
+
+def test_pipeline_reads_at_least_what_the_cascade_reads_on_a_hard_stream():
+    script = [Visit(f"QRG1:stream-{k}:" + "s" * 500, category=category, dwell_s=1.0, gap_s=0.3)
+              for k, category in enumerate(("screen", "blur", "screen"))]
+    scene = SyntheticGate(script, seed=13)
+    cascade, pipeline = build_decoder(), build_pipeline()
+    frame = np.empty((scene.height, scene.width), np.uint8)
+    by_cascade = by_pipeline = 0
+    for index in range(scene.frame_count):
+        scene.render(index, frame)
+        visit = scene.truth(index)
+        payload = script[visit].payload if visit is not None else None
+        piped = pipeline.decode(frame)
+        assert all(c.text == payload for c in piped)
+        by_pipeline += bool(piped)
+        by_cascade += any(c.text == payload for c in cascade.decode(frame))
+    assert by_pipeline > by_cascade
