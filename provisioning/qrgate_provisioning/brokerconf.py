@@ -332,7 +332,9 @@ def _render(template_name: str, **values: object) -> str:
     try:
         template = string.Template(path.read_text())
     except OSError as exc:
-        raise ConfigError(f"broker template {path}: {exc.strerror or exc} (set ${TEMPLATES_ENV} to the templates' directory)") from exc
+        raise ConfigError(
+            f"broker template {path}: {exc.strerror or exc} (set ${TEMPLATES_ENV} to the templates' directory)"
+        ) from exc
     # substitute, not safe_substitute: a placeholder without a value is a bug to see, not a config to ship.
     return template.substitute({name: str(value) for name, value in values.items()})
 

@@ -5,7 +5,8 @@
     pass batch   mint a pass for every row of a ward office's CSV (optionally also the cards PDF)
     cards        the printable A4 PDF of pass cards for a CSV of passes
 
-plus the trust-list, revocation and publishing commands registered by ``commands_lists``.
+plus the trust-list, revocation and publishing commands registered by ``commands_lists`` and the
+Mosquitto configuration generator of ``brokerconf``.
 
 Every subcommand sets ``run(args) -> int``. Exit codes: 0 done; 1 failed, with the reason on stderr
 (an unreadable file, a bad CSV row, a key of the wrong type); 2 usage error. Nothing here prints a
@@ -31,7 +32,7 @@ from qrgate.passes.trust import TrustStore
 from qrgate.passes.verdict import PassFormat, Verdict
 from qrgate.passes.verifier import PassVerifier
 
-from . import commands_lists
+from . import brokerconf, commands_lists
 from .batch import (
     MAX_VALID_DAYS,
     PASS_COLUMN,
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pass_parsers(commands)
     _add_cards_parser(commands)
     commands_lists.add_parsers(commands)  # trust-list, revocation, publish
+    brokerconf.add_parsers(commands)  # broker-config site|province
     return parser
 
 
