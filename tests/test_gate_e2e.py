@@ -196,6 +196,7 @@ class VanishingCamera:
     """A synthetic camera that fails like an unplugged one after ``fail_at`` frames, then can be reopened."""
 
     name = "vanishing"
+    live = False  # replays the simulated scene
 
     def __init__(self, scene: SyntheticGate, fail_at: int) -> None:
         self.scene, self.fail_at = scene, fail_at

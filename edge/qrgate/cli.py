@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "verify": "verify",
     "demo": "demo",
     "bench": "bench",
+    "scan": "scan",
 }
 
 

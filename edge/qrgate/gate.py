@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from .clock import Clock, ClockPolicy, apply_clock_policy
 from .config import DeviceConfig
 from .decision import Action, Decider, payload_key
-from .decoding.base import Decoder
+from .decoding.base import DecodedCode, Decoder
 from .errors import OutboxError
 from .feedback import Outcome
 from .frames.base import Frame
@@ -102,18 +102,26 @@ class Gate:
         self._on_outcome = on_outcome
         self._measure_latency = measure_latency
         self._clock_policy = clock_policy
+        self._last_seen_at = float("-inf")
         self.stats = GateStats()
 
     def process(self, frame: Frame) -> None:
+        """Decode ``frame`` on the calling thread, then act on what it shows."""
+        self.handle(frame, self._decode(frame.grey))
+
+    def handle(self, frame: Frame, codes: list[DecodedCode]) -> None:
+        """Act on the codes decoded in ``frame``. Called for one frame at a time (by the capture
+        loop, or by the parallel decoder's workers, whose results may arrive out of capture order
+        by a frame or two: the decider's clock therefore never steps back)."""
         stats = self.stats
         stats.frames += 1
-        codes = self._decode(frame.grey)
         if not codes:
             return
         stats.frames_with_code += 1
+        seen_at = self._last_seen_at = max(frame.captured_at, self._last_seen_at)
         for code in codes:
             key = payload_key(code.text)
-            action = self._observe(key, frame.captured_at)
+            action = self._observe(key, seen_at)
             if action is Action.HELD:
                 continue
             self._present(code.text, action, frame)

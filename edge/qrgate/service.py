@@ -20,7 +20,8 @@ from .board import load_board_profile
 from .clock import Clock, SystemClock
 from .config import CameraConfig, GateConfig
 from .decision import Decider
-from .decoding.factory import build_decoder
+from .decoding.factory import build_pipeline
+from .decoding.parallel import ParallelDecoder
 from .errors import ConfigError, FrameSourceError
 from .feedback import GateFeedback, default_pin_factory
 from .frames.base import FrameSource
@@ -133,13 +134,17 @@ class GateService:
             self.source = source if source is not None else build_frame_source(config.camera)
             self._closers.append(self.source.close)
             decoder_cfg = config.decoder
+            pipeline = build_pipeline(
+                decoder_cfg.backend,
+                None if decoder_cfg.fallback == "none" else decoder_cfg.fallback,
+                try_rotate=decoder_cfg.try_rotate, try_invert=decoder_cfg.try_invert,
+                try_downscale=decoder_cfg.try_downscale, repair=decoder_cfg.repair,
+                max_repairs=decoder_cfg.max_repairs, presence_gate=decoder_cfg.presence_gate,
+                presence_threshold=decoder_cfg.presence_threshold, decode_every=decoder_cfg.decode_every,
+                track=decoder_cfg.track,
+            )
             self.gate = Gate(
-                decoder=build_decoder(
-                    decoder_cfg.backend,
-                    None if decoder_cfg.fallback == "none" else decoder_cfg.fallback,
-                    try_rotate=decoder_cfg.try_rotate, try_invert=decoder_cfg.try_invert,
-                    try_downscale=decoder_cfg.try_downscale,
-                ),
+                decoder=pipeline,
                 verifier=PassVerifier(trust, clock_skew_s=trust_config.clock_skew_s,
                                       max_age_s=trust_config.max_age_h * 3600, stale_policy=trust_config.stale_policy,
                                       cccd=_cccd_policy(config)),
@@ -152,9 +157,14 @@ class GateService:
                 on_event_stored=self.uplink.wake if self.uplink else (lambda: None),
                 on_outcome=on_outcome,
                 # Only a live camera stamps frames on the monotonic clock; files and a simulated scene do not.
-                measure_latency=getattr(self.source, "live", False),
+                measure_latency=self.source.live,
                 clock_policy=config.clock.unsynchronised_policy,
             )
+            # Decode threads hand their results to the gate; they stop before the outbox and the LEDs close.
+            self.decoders: ParallelDecoder | None = None
+            if decoder_cfg.workers:
+                self.decoders = ParallelDecoder(pipeline, self.gate.handle, workers=decoder_cfg.workers)
+                self._closers.append(self.decoders.close)
         except BaseException:
             self.close()
             raise
@@ -182,7 +192,26 @@ class GateService:
             software_version=__version__,
             subscriptions=self._list_subscriptions(),
             status_details=self._status_details,
+            end_to_end_ack=mqtt.end_to_end_ack,
+            ack_timeout_s=mqtt.ack_timeout_s,
+            ack_window=mqtt.ack_window,
+            max_backlog_rate=mqtt.max_backlog_rate or None,
+            telemetry_interval_s=self.config.service.telemetry_interval_s or None,
+            telemetry_details=self._telemetry_details,
         )
+
+    def _telemetry_details(self) -> dict[str, object]:
+        """The gate's own counters for the periodic telemetry (the uplink adds link and outbox health)."""
+        stats = self.gate.stats
+        details: dict[str, object] = {
+            "frames": stats.frames, "accepted": stats.accepted, "identified": stats.identified,
+            "rejected": stats.rejected, "storage_errors": stats.storage_errors,
+            "frames_dropped": self.source.frames_dropped,
+        }
+        latency = stats.latency_percentiles_ms()
+        if latency is not None:
+            details["latency_p50_ms"], details["latency_p99_ms"] = latency["p50"], latency["p99"]
+        return details
 
     def _list_subscriptions(self) -> dict[str, Callable[[str, bytes], None]]:
         """Province-wide signed lists, offered to the trust updates from the uplink's inbound thread."""
@@ -197,11 +226,7 @@ class GateService:
 
     def _status_details(self) -> dict[str, object]:
         """What the retained status message says beyond the uplink's own counters."""
-        details: dict[str, object] = {
-            "config_hash": self.config_hash,
-            "clock_synced": self.clock.synchronised(),
-            "outbox_over_limit": self.outbox.over_limit,
-        }
+        details: dict[str, object] = {"config_hash": self.config_hash, "clock_synced": self.clock.synchronised()}
         if self.trust_updates is not None:
             details.update(self.trust_updates.report(time.time(), self.config.trust.max_age_h * 3600))
         return details
@@ -232,11 +257,15 @@ class GateService:
         next_watchdog = next_status = 0.0
         ready = False
         camera_failures = 0
+        decoders = self.decoders
+        handled_at_last_watchdog = -1
         while not stop.is_set():
             try:
                 frame = source.read(timeout=0.5)
             except EOFError:
                 self.stopped_by_eof = True
+                if decoders is not None:
+                    decoders.wait_idle()
                 return
             except FrameSourceError as exc:
                 camera_failures += 1
@@ -245,18 +274,31 @@ class GateService:
             if frame is None:
                 continue  # no frame, no progress: the watchdog is deliberately not fed
             camera_failures = 0
-            gate.process(frame)
+            if decoders is None:
+                gate.process(frame)
+            else:
+                # A finite source (files, a simulated scene) waits for a free worker: every frame counts.
+                decoders.submit(frame, wait=not source.live)
             now = time.monotonic()
             if not ready:
                 ready = True
                 notifier.ready()
                 log.info("camera delivering frames; gate %s ready", self.config.device.id)
             if watchdog_every is not None and now >= next_watchdog:
-                notifier.watchdog()
+                # Progress means frames decoded and acted on, not frames captured: a hung decoder
+                # behind a healthy camera must still trip the watchdog.
+                handled = self._frames_handled()
+                if handled > handled_at_last_watchdog:
+                    notifier.watchdog()
+                    handled_at_last_watchdog = handled
                 next_watchdog = now + watchdog_every
             if now >= next_status:
                 notifier.status(self.status_line())
                 next_status = now + config.status_interval_s
+
+    def _frames_handled(self) -> int:
+        skipped = self.decoders.frames_skipped if self.decoders is not None else 0
+        return self.gate.stats.frames + skipped
 
     def _watch_drop_dir(self) -> None:
         """Offer list files dropped by a technician (or a sync job at a site without network)."""
@@ -292,8 +334,9 @@ class GateService:
         trust = "static"
         if self.trust_updates is not None and self.trust_updates.version is not None:
             trust = f"v{self.trust_updates.version}"
+        dropped = self.source.frames_dropped + (self.decoders.frames_dropped if self.decoders is not None else 0)
         return (
-            f"frames {stats.frames} dropped {self.source.frames_dropped} | accepted {stats.accepted} "
+            f"frames {stats.frames} dropped {dropped} | accepted {stats.accepted} "
             f"rejected {stats.rejected} | outbox pending {pending} | mqtt {link} | trust {trust}"
         )
 

@@ -55,6 +55,7 @@ import logging
 import math
 import os
 import random
+import socket
 import ssl
 import sys
 import threading
@@ -145,6 +146,15 @@ def full_jitter_delay(attempt: int, base_s: float, cap_s: float, rng: random.Ran
     """
     ceiling = min(cap_s, base_s * 2 ** min(attempt, 32))
     return rng.uniform(0.0, ceiling)
+
+
+def _no_delay(client: mqtt.Client) -> None:
+    """Send each MQTT packet at once. They are small and each waits for an answer (PUBACK, the
+    consumer's acknowledgement); Nagle's algorithm would hold one back until the previous segment's
+    TCP ACK: measured (bench_uplink) the end-to-end drain of a backlog was 4x slower with it."""
+    sock = client.socket()
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class TokenBucket:
@@ -507,6 +517,7 @@ class Uplink:
         except (OSError, ValueError) as exc:  # refused, unreachable, DNS, TLS handshake/verification
             self._note_error(f"cannot connect to {self.host}:{self.port}: {exc}")
             return False
+        _no_delay(client)
         client.loop_start()
         session = _Session(client, opened=time.monotonic())
         try:
@@ -659,9 +670,7 @@ class Uplink:
         try:
             if self._bucket.rate is None:
                 sent, more = self._publish_backlog(session, room, busy, now)
-                if not more:
-                    live_sent, more = self._publish_live(session, room - sent, busy)
-                return more
+                return more or self._publish_live(session, room - sent, busy)[1]
             sent, more = self._publish_live(session, room, busy)
             if more:
                 return True

@@ -32,7 +32,7 @@ from qrgate.passes.trust import TrustStore
 from qrgate.passes.verdict import PassFormat, Verdict
 from qrgate.passes.verifier import PassVerifier
 
-from . import brokerconf, commands_lists
+from . import brokerconf, commands_lists, consumer
 from .batch import (
     MAX_VALID_DAYS,
     PASS_COLUMN,
@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cards_parser(commands)
     commands_lists.add_parsers(commands)  # trust-list, revocation, publish
     brokerconf.add_parsers(commands)  # broker-config site|province
+    consumer.add_parsers(commands)  # the province's reference consumer and its daily summary
     return parser
 
 

@@ -430,6 +430,11 @@ class Consumer:
         with self._lock:
             self._epoch += 1
         self.stats.connected = True
+        # PUBACKs and acknowledgements are small packets each awaited by the other side: Nagle's
+        # algorithm would hold them back for a TCP ACK (measured: end-to-end drain 4x slower).
+        sock = client.socket()
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.subscribe(self.topic, qos=wire.QOS)
         log.info("consumer %s connected to %s:%d (session present: %s)", self.client_id, self.host, self.port,
                  getattr(flags, "session_present", None))

@@ -15,6 +15,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--frames", type=int, default=60, help="frames per case (default 60)")
     parser.add_argument("--repeat", type=int, default=3, help="timing repeats per case (default 3)")
+    parser.add_argument("--skip", action="append", default=[], choices=("revocation", "uplink"),
+                        help="leave out a section: revocation (1M-entry index), uplink (real Mosquitto, ~1 min)")
     parser.add_argument("--json", action="store_true", help="also print the results as one JSON object at the end")
     parser.set_defaults(run=run)
 
@@ -22,7 +24,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..bench import run_bench
 
-    results = run_bench(frames_per_case=args.frames, repeat=args.repeat)
+    from ..bench import SECTIONS
+
+    results = run_bench(frames_per_case=args.frames, repeat=args.repeat,
+                        sections=[name for name in SECTIONS if name not in args.skip])
     if args.json:
         print(json.dumps(results))
     return 0

@@ -12,7 +12,7 @@ Per decoded frame:
    code elsewhere in the frame is not missed while the first is held up.
 2. The cascade on the whole frame: zxing, and the repair ladder on any located-but-unreadable QR.
 3. Nothing read and nothing located, but a code was read or located there within the last few
-   frames: the repair ladder on that region. Codes zxing fails to even locate (heavy blur, moiré,
+   frames and the region still looks like it (``Hint.still_there``): the repair ladder on that region. Codes zxing fails to even locate (heavy blur, moiré,
    a shadow edge) are read here.
 """
 

@@ -309,6 +309,11 @@ class SyntheticGate(LiveFrameSource):
 
         return capture
 
+    @property
+    def live(self) -> bool:
+        """Realtime frames carry their monotonic capture time; the others carry simulated time."""
+        return self.realtime
+
     def read(self, timeout: float = 1.0) -> Frame | None:
         if not self._started or self._closed:
             raise FrameSourceError(f"{self._label} is {'closed' if self._closed else 'not started'}")
