@@ -57,12 +57,6 @@ def test_a_refused_certificate_keeps_every_event_until_a_valid_one_is_installed(
     assert report.missing == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "uplink defect: with TLS 1.3 the broker's refusal of the client certificate arrives after the "
-    "handshake, as a TLS alert on the first read; the uplink ends that session without a CONNACK "
-    "and records nothing, so stats.last_error stays None. paho reports the alert only to on_log "
-    "('failed to receive on socket: [SSL: SSLV3_ALERT_CERTIFICATE_EXPIRED] ...')."
-))
 @pytest.mark.parametrize("kind", ["expired", "foreign CA"])
 def test_a_refused_certificate_is_reported_in_the_uplink_stats(tmp_path: Path, kind: str) -> None:
     with Chain(tmp_path, site_id=SITE, sites={SITE: (GATE,)}) as chain, Outbox(tmp_path / "outbox.sqlite") as outbox:

@@ -65,6 +65,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import paho.mqtt.client as mqtt
+from cryptography import x509
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -121,6 +122,18 @@ class TlsSettings:
                     f"TLS client certificate {self.cert_file} / key {self.key_file}: not a matching PEM pair ({exc})"
                 ) from exc
         return context
+
+    def client_certificate_validity(self) -> tuple[float, float] | None:
+        """The client certificate's notBefore/notAfter (epoch s), to explain a broker's refusal that
+        TLS itself may not report (the alert can be lost when the broker closes at once)."""
+        if self.cert_file is None:
+            return None
+        try:
+            with open(self.cert_file, "rb") as pem:
+                certificate = x509.load_pem_x509_certificate(pem.read())
+        except (OSError, ValueError):
+            return None  # context() has already named an unusable file
+        return certificate.not_valid_before_utc.timestamp(), certificate.not_valid_after_utc.timestamp()
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +321,7 @@ class Uplink:
         self.port = port
         self.client_id = client_id or device_id
         self._tls_context = tls.context() if tls is not None else None
+        self._client_certificate_validity = tls.client_certificate_validity() if tls is not None else None
         self._username = username
         self._password = password
         self._keepalive = keepalive
@@ -329,6 +343,7 @@ class Uplink:
         # Retained province-wide messages: only the newest few matter, so a flood cannot grow memory.
         self._inbound: collections.deque[tuple[str, bytes]] = collections.deque(maxlen=_INBOUND_QUEUE)
         self._inbound_kick = threading.Event()
+        self._first_client_error: tuple[mqtt.Client | None, str] = (None, "")  # paho's first ERR log line of a client
         self._inbound_thread: threading.Thread | None = None
         self._checkin_topic = wire.checkin_topic(device_id)
         self._availability_topic = wire.availability_topic(device_id)
@@ -431,6 +446,11 @@ class Uplink:
         self._facts.append(_Connack(client, reason))
         self._kick.set()
 
+    def _on_log(self, client: mqtt.Client, _userdata: object, level: int, message: str) -> None:
+        # The first error of a connection is its cause; later ones ("Client is not connected") are echoes.
+        if level == mqtt.MQTT_LOG_ERR and self._first_client_error[0] is not client:
+            self._first_client_error = (client, message)  # one reference assignment: safe across threads
+
     def _on_disconnect(self, client: mqtt.Client, _userdata: object, _flags: object, reason: ReasonCode, _props: object) -> None:
         self._facts.append(_Disconnected(client, reason))
         self._kick.set()
@@ -470,7 +490,7 @@ class Uplink:
 
     def _run(self) -> None:
         failures = 0
-        while not self._stopping.is_set():
+        while self._should_connect():
             stable = False
             try:
                 stable = self._connect_and_publish()
@@ -478,10 +498,25 @@ class Uplink:
                 log.exception("MQTT uplink failed; reconnecting")
                 self._note_error("internal error in the uplink (see the log)")
             failures = 0 if stable else failures + 1
-            if self._stopping.is_set():
+            if not self._should_connect():
                 break
             delay = full_jitter_delay(max(failures - 1, 0), self._reconnect_min_s, self._reconnect_max_s, self._rng)
-            self._stopping.wait(delay)
+            if self._stopping.is_set():
+                time.sleep(min(delay, max(0.0, self._flush_deadline - time.monotonic())))
+            else:
+                self._stopping.wait(delay)
+
+    def _should_connect(self) -> bool:
+        """Always while running; while stopping, only to flush what is pending within the flush window
+        (a broker that comes back just before a SIGTERM still gets the events answered meanwhile)."""
+        if not self._stopping.is_set():
+            return True
+        if time.monotonic() >= self._flush_deadline:
+            return False
+        try:
+            return self._outbox.pending_count() > 0
+        except OutboxError:
+            return False
 
     def _new_client(self) -> mqtt.Client:
         client = mqtt.Client(
@@ -503,6 +538,7 @@ class Uplink:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        client.on_log = self._on_log
         return client
 
     def _connect_and_publish(self) -> bool:
@@ -608,6 +644,16 @@ class Uplink:
             if session.connected_at is not None and not session.leaving:
                 log.warning("MQTT connection to %s:%d lost: %s", self.host, self.port, fact.reason)
                 self._note_error(f"connection lost: {fact.reason}")
+            elif session.connected_at is None and not session.leaving:
+                # With TLS 1.3 a broker refuses a client certificate (expired, unknown CA) after the
+                # handshake, as an alert on the first read: there is no CONNACK, and paho tells only its log.
+                error_client, error = self._first_client_error
+                cause = error if error_client is session.client else str(fact.reason)
+                validity = self._client_certificate_validity
+                if validity is not None and not validity[0] <= time.time() <= validity[1]:
+                    lapsed = "expired" if time.time() > validity[1] else "is not valid yet"
+                    cause += f" (this gate's client certificate {lapsed}: valid {wire.iso_utc(validity[0])} to {wire.iso_utc(validity[1])})"
+                self._note_error(f"{self.host}:{self.port} closed the connection before accepting it: {cause}")
 
     def _on_connected(self, session: _Session, now: float) -> None:
         session.connected_at = now
