@@ -26,7 +26,6 @@ import pytest
 from mqtt_helpers import Subscriber, wait_until
 from qrgate import wire
 from qrgate.broker import MosquittoBroker
-from qrgate.config import MqttConfig
 from qrgate_provisioning.consumer import Consumer, SqliteStore
 from qrgate_provisioning.keys import new_issuer_key, trust_entry, trust_file
 from qrgate_provisioning.mint import mint_qrgate_pass
@@ -142,8 +141,6 @@ MODES = {
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", list(MODES))
 def test_every_checkin_shown_survives_twenty_sigkills(tmp_path: Path, mode: str) -> None:
-    if mode == "end_to_end_ack" and "end_to_end_ack" not in MqttConfig.model_fields:
-        pytest.skip("mqtt.end_to_end_ack is not in the daemon's configuration yet")
     rng = random.Random(SEED)
     trust, script = write_visitors(tmp_path)
     with MosquittoBroker(tmp_path / "broker") as broker:
