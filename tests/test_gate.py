@@ -93,3 +93,73 @@ def test_a_check_in_that_cannot_be_stored_is_shown_red_never_green(parts, issuer
         time.sleep(0.005)
     assert [int(s.state) for s in factory.pin(RED).states] == [0, 1, 0]
     assert [int(s.state) for s in factory.pin(GREEN).states] == [0]
+
+
+CCCD_ID = "001090123456"
+CCCD_TEXT = f"{CCCD_ID}||Nguyễn Thử Nghiệm|01011990|Nam|Số 1 Phố Thử, Hàng Bạc, Hoàn Kiếm, Hà Nội|15082021"
+
+
+@pytest.fixture
+def policy_gate(tmp_path: Path):
+    """Builds a gate with the given policies; closes its feedback and outbox afterwards."""
+    built: list = []
+    yield lambda **options: _policy_gate(tmp_path, built, **options)
+    for part in built:
+        part.close()
+
+
+def _policy_gate(tmp_path: Path, built: list, **options) -> tuple[Gate, Outbox, list[Presentation]]:
+    from qrgate.passes.cccd import CccdPolicy
+
+    feedback = GateFeedback(load_board_profile("rpi-gate-v1"), pin_factory=MockFactory(),
+                            patterns=PatternConfig(accepted_on_s=0.02, rejected_on_s=0.02, beep_s=0.005, relay_pulse_s=0.02))
+    outbox = Outbox(tmp_path / "policy-outbox.sqlite")
+    built += [feedback, outbox]
+    seen: list[Presentation] = []
+    verifier = PassVerifier(options.pop("trust", TrustStore()), cccd=options.pop("cccd", CccdPolicy()))
+    gate = Gate(decoder=build_decoder("zxing", None), verifier=verifier, decider=Decider(), outbox=outbox,
+                show=feedback.show, device=DeviceConfig(), clock=options.pop("clock", ManualClock()),
+                on_outcome=seen.append, **options)
+    return gate, outbox, seen
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_a_chip_id_card_is_identified_only_under_the_policy_and_only_its_keyed_hash_is_stored(policy_gate, enabled):
+    import hashlib
+    import hmac
+
+    from qrgate.passes.cccd import CccdPolicy
+
+    key = bytes(range(32))
+    gate, outbox, seen = policy_gate(cccd=CccdPolicy(enabled=enabled, hash_key=key if enabled else b""))
+    gate.process(Frame(code_frame(CCCD_TEXT), 0.0, 0))
+    [presentation] = seen
+    stored = outbox.pending(5)[0].payload.decode()
+    if enabled:
+        assert (presentation.outcome, presentation.reason) == (Outcome.IDENTIFIED, "identified")
+        event = presentation.event
+        assert (event.verdict, event.format) == ("identified", "cccd")
+        assert event.subject_id == hmac.new(key, CCCD_ID.encode(), hashlib.sha256).hexdigest()[:32]
+        assert gate.stats.identified == 1
+    else:
+        assert (presentation.outcome, presentation.reason) == (Outcome.REJECTED, "unsigned_pass")
+        assert presentation.event.subject_id is None
+    # Neither the number, the name nor the address reaches the outbox (and so the wire).
+    assert CCCD_ID not in stored and "Nguy" not in stored and "Hà Nội" not in stored
+
+
+@pytest.mark.parametrize("policy, reason, outcome", [
+    ("accept_and_flag", "accepted", Outcome.ACCEPTED),
+    ("refuse", "clock_unsynchronised", Outcome.REJECTED),
+])
+def test_an_unsynchronised_clock_is_flagged_or_refused_by_policy(policy_gate, issuer, policy, reason, outcome):
+    key, trust = issuer
+    clock = ManualClock(synchronised=False)
+    gate, outbox, seen = policy_gate(trust=trust, clock=clock, clock_policy=policy)
+    now = clock.wall()
+    valid = mint_qrgate_pass(key, "VN-HN", b"\x02" * 8, "s2", int(now) - 60, int(now) + 3600)
+    gate.process(Frame(code_frame(valid), 0.0, 0))
+    [presentation] = seen
+    assert (presentation.reason, presentation.outcome) == (reason, outcome)
+    assert presentation.event.clock_synced is False
+    assert (presentation.event.subject_id is not None) == (policy == "accept_and_flag")

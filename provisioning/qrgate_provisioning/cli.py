@@ -64,8 +64,9 @@ PNG_MODULE_PIXELS = 10
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="qrgate issuer tools: signing keys, passes, printed pass cards, trust and revocation lists. "
-        "Run on the issuer's offline machine; private keys never go on a gate.",
+        description="qrgate province tools: signing keys, passes, printed pass cards, trust and revocation lists "
+        "(run these on the issuer's offline machine; private keys never go on a gate), broker configurations, "
+        "and the backend's reference consumer.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
