@@ -1,6 +1,7 @@
-"""Helpers for tests against a real Mosquitto on loopback: a broker fixture, a recording
-subscriber, check-in events, a throw-away PKI, and an uplink in a child process that a test can
-SIGKILL (run as ``python tests/mqtt_helpers.py uplink ...``).
+"""Helpers for tests against a real Mosquitto on loopback: a broker fixture, an outbox fixture, a
+small real file system that fills up, a recording subscriber, check-in events, a test uplink, a
+throw-away PKI, and an uplink in a child process that a test can SIGKILL (run as ``python
+tests/mqtt_helpers.py uplink ...``).
 
 Fixtures live here and are imported by the test modules that use them.
 """
@@ -66,6 +67,43 @@ def broker_fixture(tmp_path: Path) -> Iterator[MosquittoBroker]:
     """A running private broker; import ``broker_fixture`` into a test module to use ``broker``."""
     with MosquittoBroker(tmp_path / "broker") as running:
         yield running
+
+
+@pytest.fixture(name="outbox")
+def outbox_fixture(tmp_path: Path) -> Iterator[Outbox]:
+    """An open outbox in the test's temp dir; import ``outbox_fixture`` to use ``outbox``."""
+    with Outbox(tmp_path / "outbox.sqlite") as store:
+        yield store
+
+
+@pytest.fixture(name="small_filesystem")
+def small_filesystem_fixture(tmp_path: Path) -> Iterator[Path]:
+    """A real 256 KiB tmpfs that fills up as an SD card would (needs CAP_SYS_ADMIN); import
+    ``small_filesystem_fixture`` to use ``small_filesystem``."""
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mount_point)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill up (needs root): {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def uplink_for(outbox: Outbox, broker: MosquittoBroker, **overrides: object) -> Uplink:
+    """An uplink from ``outbox`` to ``broker`` that reconnects quickly; ``overrides`` are Uplink options."""
+    options: dict[str, object] = dict(
+        device_id=DEVICE_ID, host=broker.host, port=broker.port, reconnect_min_s=0.05, reconnect_max_s=0.5,
+    )
+    options.update(overrides)
+    return Uplink(outbox, **options)  # type: ignore[arg-type]
+
+
+def append(outbox: Outbox, count: int) -> list[str]:
+    """Store ``count`` check-ins; their event ids in order."""
+    return [outbox.append(make_event).event_id for _ in range(count)]
 
 
 def persistent_broker(workdir: Path, **options: object) -> MosquittoBroker:
@@ -149,10 +187,18 @@ class Subscriber:
 
 
 def retained(host: str, port: int, topic: str, timeout: float = 5.0) -> Received:
-    """The retained message on ``topic`` as a new subscriber receives it."""
-    with Subscriber(host, port, [topic], client_id=f"retained-reader-{time.monotonic_ns()}") as reader:
-        wait_until(lambda: reader.on(topic), timeout, f"a retained message on {topic}")
-        return reader.on(topic)[0]
+    """The retained message on ``topic`` as a new subscriber receives it.
+
+    A reader that subscribes while the message is still on its way gets it live (retain flag off),
+    so a new reader tries again until the broker hands over the stored copy.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        with Subscriber(host, port, [topic], client_id=f"retained-reader-{time.monotonic_ns()}") as reader:
+            wait_until(lambda: reader.on(topic), max(0.1, deadline - time.monotonic()), f"a retained message on {topic}")
+            first = reader.on(topic)[0]
+        if first.retain or time.monotonic() >= deadline:
+            return first
 
 
 def write_acl(path: Path, *lines: str) -> Path:

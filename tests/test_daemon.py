@@ -15,53 +15,25 @@ import sys
 import time
 from pathlib import Path
 
+from daemon_helpers import write_daemon_config, write_trust_anchors
 from qrgate.broker import MosquittoBroker
 from qrgate.demo import EventSubscriber
 from qrgate.outbox import Outbox
-from qrgate_provisioning.keys import new_issuer_key, trust_entry, trust_file
 from qrgate_provisioning.mint import mint_qrgate_pass
 
 
 def write_config(tmp_path: Path, port: int) -> Path:
     trust = tmp_path / "trust"
-    trust.mkdir()
-    key = new_issuer_key("VN-HN", "EdDSA")
-    (trust / "issuers.json").write_text(trust_file([trust_entry(key)]))
+    key = write_trust_anchors(trust)
     now = int(time.time())
     passes = [mint_qrgate_pass(key, "VN-HN", bytes([n]) * 8, f"s{n}", now - 60, now + 3600) for n in range(2)]
     script = tmp_path / "visitors.json"
     script.write_text(json.dumps(passes + [{"payload": "https://example.com/", "medium": "paper"}]))
-    config = tmp_path / "gate.toml"
-    config.write_text(f"""
-[device]
-id = "gate-daemon-01"
-site_id = "bus-station-1"
-
-[camera]
-source = "synthetic"
-path = "{script}"
-fps = 60
-
-[trust]
-paths = ["{trust}"]
-
-[feedback]
-mock_pins = true
-
-[outbox]
-path = "{tmp_path / 'outbox.sqlite'}"
-
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-tls = false
-reconnect_min_s = 0.1
-reconnect_max_s = 0.5
-
-[service]
-status_interval_s = 0.2
-""")
-    return config
+    return write_daemon_config(
+        tmp_path / "gate.toml", device_id="gate-daemon-01", site_id="bus-station-1", camera=f'path = "{script}"',
+        trust=trust, outbox=tmp_path / "outbox.sqlite", port=port, reconnect_min_s=0.1,
+        service="status_interval_s = 0.2",
+    )
 
 
 def receive_all(sock: socket.socket) -> list[str]:

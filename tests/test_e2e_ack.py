@@ -14,8 +14,10 @@ import pytest
 from mqtt_helpers import (
     DEVICE_ID,
     Subscriber,
+    append,
     broker_fixture,  # noqa: F401  (the broker fixture)
-    make_event,
+    outbox_fixture,  # noqa: F401  (the outbox fixture)
+    uplink_for,
     wait_until,
 )
 from qrgate import wire
@@ -29,12 +31,6 @@ ACKS = wire.ack_topic(DEVICE_ID)
 
 
 @pytest.fixture
-def outbox(tmp_path: Path) -> Iterator[Outbox]:
-    with Outbox(tmp_path / "outbox.sqlite") as store:
-        yield store
-
-
-@pytest.fixture
 def store(tmp_path: Path) -> Iterator[SqliteStore]:
     checkins = SqliteStore(tmp_path / "province.sqlite")
     yield checkins
@@ -42,12 +38,8 @@ def store(tmp_path: Path) -> Iterator[SqliteStore]:
 
 
 def e2e_uplink(outbox: Outbox, broker: MosquittoBroker, **overrides: object) -> Uplink:
-    options: dict[str, object] = dict(
-        device_id=DEVICE_ID, host=broker.host, port=broker.port, reconnect_min_s=0.05, reconnect_max_s=0.5,
-        end_to_end_ack=True, ack_timeout_s=0.5,
-    )
-    options.update(overrides)
-    return Uplink(outbox, **options)  # type: ignore[arg-type]
+    """An uplink that keeps each event until the consumer acknowledges it, resending after 0.5 s."""
+    return uplink_for(outbox, broker, **{"end_to_end_ack": True, "ack_timeout_s": 0.5, **overrides})
 
 
 def consumer_for(store: SqliteStore, broker: MosquittoBroker, client_id: str = "consumer-1") -> Consumer:
@@ -57,10 +49,6 @@ def consumer_for(store: SqliteStore, broker: MosquittoBroker, client_id: str = "
 def stored_ids(store: SqliteStore) -> list[str]:
     with sqlite3.connect(store.path) as db:
         return [row[0] for row in db.execute("SELECT event_id FROM checkins ORDER BY device_id, seq")]
-
-
-def append(outbox: Outbox, count: int) -> list[str]:
-    return [outbox.append(make_event).event_id for _ in range(count)]
 
 
 def test_a_pubacked_event_stays_on_the_gate_until_the_consumer_has_committed_it(

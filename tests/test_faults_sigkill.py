@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 
 import pytest
+from daemon_helpers import write_daemon_config, write_trust_anchors
 from mqtt_helpers import Subscriber, wait_until
 from qrgate import wire
 from qrgate.broker import MosquittoBroker
 from qrgate_provisioning.consumer import Consumer, SqliteStore
-from qrgate_provisioning.keys import new_issuer_key, trust_entry, trust_file
 from qrgate_provisioning.mint import mint_qrgate_pass
 
 DEVICE_ID = "gate-kill-01"
@@ -39,9 +39,7 @@ CHECKINS = wire.checkin_topic(DEVICE_ID)
 def write_visitors(tmp_path: Path) -> tuple[Path, Path]:
     """Trust anchors and a script of 24 distinct codes: valid passes (green) and web links (red)."""
     trust = tmp_path / "trust"
-    trust.mkdir()
-    key = new_issuer_key("VN-HN", "EdDSA")
-    (trust / "issuers.json").write_text(trust_file([trust_entry(key)]))
+    key = write_trust_anchors(trust)
     now = int(time.time())
     visits = []
     for n in range(24):
@@ -55,38 +53,10 @@ def write_visitors(tmp_path: Path) -> tuple[Path, Path]:
 
 def write_config(tmp_path: Path, name: str, port: int, trust: Path, script: Path | None, mqtt_extra: str) -> Path:
     camera_path = f'path = "{script}"\nloop = true' if script else ""  # no script: the held test card
-    config = tmp_path / name
-    config.write_text(f"""
-[device]
-id = "{DEVICE_ID}"
-site_id = "market-1"
-
-[camera]
-source = "synthetic"
-fps = 60
-{camera_path}
-
-[trust]
-paths = ["{trust}"]
-
-[feedback]
-mock_pins = true
-
-[outbox]
-path = "{tmp_path / 'outbox.sqlite'}"
-
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-tls = false
-reconnect_min_s = 0.05
-reconnect_max_s = 0.5
-{mqtt_extra}
-
-[service]
-stop_flush_s = 10
-""")
-    return config
+    return write_daemon_config(
+        tmp_path / name, device_id=DEVICE_ID, site_id="market-1", camera=camera_path, trust=trust,
+        outbox=tmp_path / "outbox.sqlite", port=port, mqtt_extra=mqtt_extra, service="stop_flush_s = 10",
+    )
 
 
 class Daemon:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mqtt_helpers import make_event
+from mqtt_helpers import make_event, small_filesystem_fixture  # noqa: F401  (the small_filesystem fixture)
 from qrgate.errors import OutboxError, OutboxFull
 from qrgate.outbox import Outbox
 from qrgate.wire import CheckinEvent
@@ -158,22 +157,6 @@ def test_closed_outbox_raises_outbox_error(tmp_path: Path) -> None:
     outbox.close()
     with pytest.raises(OutboxError, match="closed"):
         outbox.append(make_event)
-
-
-@pytest.fixture
-def small_filesystem(tmp_path: Path) -> Iterator[Path]:
-    """A real 256 KiB tmpfs, so the disk fills up as it would on an SD card (needs CAP_SYS_ADMIN)."""
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mount_point)], capture_output=True, text=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs to fill up (needs root): {mounted.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def test_full_disk_raises_outbox_full_and_keeps_every_stored_event(small_filesystem: Path) -> None:

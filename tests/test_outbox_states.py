@@ -4,12 +4,10 @@ the schema migration that added them, and the health report behind status and te
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mqtt_helpers import make_event
+from mqtt_helpers import make_event, small_filesystem_fixture  # noqa: F401  (the small_filesystem fixture)
 from qrgate.clock import ManualClock
 from qrgate.errors import OutboxFull
 from qrgate.outbox import Outbox
@@ -133,21 +131,6 @@ def test_health_reports_counts_age_size_and_free_space(tmp_path: Path) -> None:
         assert 0 < health.disk_free_bytes
     closed = outbox.health()
     assert closed.pending is None and "closed" in closed.storage_error
-
-
-@pytest.fixture
-def small_filesystem(tmp_path: Path) -> Iterator[Path]:
-    """A real 256 KiB tmpfs that fills up as an SD card would (needs CAP_SYS_ADMIN)."""
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mount_point)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs to fill up (needs root): {mounted.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def fill_disk(ballast: Path) -> None:

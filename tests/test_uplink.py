@@ -6,7 +6,6 @@ import random
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,11 +13,13 @@ from mqtt_helpers import (
     DEVICE_ID,
     Subscriber,
     UplinkProcess,
+    append,
     broker_fixture,  # noqa: F401  (the broker fixture)
-    make_event,
     make_pki,
+    outbox_fixture,  # noqa: F401  (the outbox fixture)
     persistent_broker,
     retained,
+    uplink_for,
     wait_until,
     write_acl,
 )
@@ -31,24 +32,6 @@ from qrgate.uplink import TlsSettings, Uplink, full_jitter_delay
 CHECKINS = wire.checkin_topic(DEVICE_ID)
 AVAILABLE = wire.availability_topic(DEVICE_ID)
 STATUS = wire.status_topic(DEVICE_ID)
-
-
-@pytest.fixture
-def outbox(tmp_path: Path) -> Iterator[Outbox]:
-    with Outbox(tmp_path / "outbox.sqlite") as store:
-        yield store
-
-
-def uplink_for(outbox: Outbox, broker: MosquittoBroker, **overrides: object) -> Uplink:
-    options: dict[str, object] = dict(
-        device_id=DEVICE_ID, host=broker.host, port=broker.port, reconnect_min_s=0.05, reconnect_max_s=0.5,
-    )
-    options.update(overrides)
-    return Uplink(outbox, **options)  # type: ignore[arg-type]
-
-
-def append(outbox: Outbox, count: int) -> list[str]:
-    return [outbox.append(make_event).event_id for _ in range(count)]
 
 
 def distinct_ids(subscriber: Subscriber) -> list[str]:

@@ -4,42 +4,24 @@ check-ins made meanwhile. Real Mosquitto on loopback."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from mqtt_helpers import (
     DEVICE_ID,
     Subscriber,
+    append,
     broker_fixture,  # noqa: F401  (the broker fixture)
-    make_event,
+    outbox_fixture,  # noqa: F401  (the outbox fixture)
+    uplink_for,
     wait_until,
 )
 from qrgate import wire
 from qrgate.broker import MosquittoBroker
 from qrgate.errors import UplinkError
 from qrgate.outbox import Outbox
-from qrgate.uplink import TokenBucket, Uplink
+from qrgate.uplink import TokenBucket
 
 CHECKINS = wire.checkin_topic(DEVICE_ID)
-
-
-@pytest.fixture
-def outbox(tmp_path: Path) -> Iterator[Outbox]:
-    with Outbox(tmp_path / "outbox.sqlite") as store:
-        yield store
-
-
-def uplink_for(outbox: Outbox, broker: MosquittoBroker, **overrides: object) -> Uplink:
-    options: dict[str, object] = dict(
-        device_id=DEVICE_ID, host=broker.host, port=broker.port, reconnect_min_s=0.05, reconnect_max_s=0.5,
-    )
-    options.update(overrides)
-    return Uplink(outbox, **options)  # type: ignore[arg-type]
-
-
-def append(outbox: Outbox, count: int) -> list[str]:
-    return [outbox.append(make_event).event_id for _ in range(count)]
 
 
 def test_the_backlog_drains_oldest_first_at_its_rate_while_a_new_checkin_goes_ahead(

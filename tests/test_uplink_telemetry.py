@@ -3,8 +3,6 @@ dropped event. Real Mosquitto, real SQLite, a real full file system."""
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,8 @@ from mqtt_helpers import (
     broker_fixture,  # noqa: F401  (the broker fixture)
     make_event,
     retained,
+    small_filesystem_fixture,  # noqa: F401  (the small_filesystem fixture)
+    uplink_for,
     wait_until,
 )
 from qrgate import wire
@@ -27,13 +27,9 @@ STATUS = wire.status_topic(DEVICE_ID)
 TELEMETRY = wire.telemetry_topic(DEVICE_ID)
 
 
-def uplink_for(outbox: Outbox, broker: MosquittoBroker, **overrides: object) -> Uplink:
-    options: dict[str, object] = dict(
-        device_id=DEVICE_ID, host=broker.host, port=broker.port, reconnect_min_s=0.05, reconnect_max_s=0.5,
-        telemetry_interval_s=0.2,
-    )
-    options.update(overrides)
-    return Uplink(outbox, **options)  # type: ignore[arg-type]
+def telemetry_uplink(outbox: Outbox, broker: MosquittoBroker, **overrides: object) -> Uplink:
+    """An uplink that reports every 0.2 s, so a test sees several reports within a second."""
+    return uplink_for(outbox, broker, **{"telemetry_interval_s": 0.2, **overrides})
 
 
 def reports(subscriber: Subscriber) -> list[wire.Telemetry]:
@@ -45,7 +41,7 @@ def test_telemetry_is_sent_periodically_with_outbox_link_and_gate_figures(broker
         for _ in range(5):
             outbox.append(make_event)
         with Subscriber(broker.host, broker.port, [TELEMETRY]) as subscriber:
-            with uplink_for(outbox, broker, telemetry_details=lambda: {"accepted": 4, "rejected": 1}) as uplink:
+            with telemetry_uplink(outbox, broker, telemetry_details=lambda: {"accepted": 4, "rejected": 1}) as uplink:
                 wait_until(lambda: len(reports(subscriber)) >= 3, 5, "three telemetry reports")
                 wait_until(lambda: uplink.stats.delivered == 5, 5, "delivery")
                 wait_until(lambda: reports(subscriber)[-1].delivered == 5, 5, "a report after delivery")
@@ -64,7 +60,7 @@ def test_an_outbox_over_its_limit_is_reported_and_still_delivers_everything(brok
         ids = [outbox.append(make_event).event_id for _ in range(100)]
         assert outbox.over_limit
         with Subscriber(broker.host, broker.port, [CHECKINS, TELEMETRY]) as subscriber:
-            with uplink_for(outbox, broker):
+            with telemetry_uplink(outbox, broker):
                 wait_until(lambda: outbox.pending_count() == 0, 10, "delivery of all 100")
                 wait_until(lambda: reports(subscriber), 5, "a telemetry report")
                 status = wire.DeviceStatus.from_json(retained(broker.host, broker.port, STATUS).payload)
@@ -74,21 +70,6 @@ def test_an_outbox_over_its_limit_is_reported_and_still_delivers_everything(brok
     assert [e.event_id for e in subscriber.checkins()] == ids  # the limit drops nothing
 
 
-@pytest.fixture
-def small_filesystem(tmp_path: Path) -> Iterator[Path]:
-    """A real 256 KiB tmpfs that fills up as an SD card would (needs CAP_SYS_ADMIN)."""
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mount_point)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs to fill up (needs root): {mounted.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
 def test_a_full_disk_is_reported_in_status_and_telemetry_and_cleared_when_space_returns(
     broker: MosquittoBroker, small_filesystem: Path
 ) -> None:
@@ -96,7 +77,7 @@ def test_a_full_disk_is_reported_in_status_and_telemetry_and_cleared_when_space_
     with Outbox(small_filesystem / "outbox.sqlite") as outbox:
         stored = [outbox.append(make_event).event_id for _ in range(3)]
         with Subscriber(broker.host, broker.port, [CHECKINS, STATUS, TELEMETRY]) as subscriber:
-            with uplink_for(outbox, broker) as uplink:
+            with telemetry_uplink(outbox, broker) as uplink:
                 wait_until(lambda: uplink.stats.delivered == 3, 5, "the stored events delivered")
                 with pytest.raises(OSError, match="No space left"), open(ballast, "ab") as grow:
                     while True:

@@ -108,11 +108,7 @@ class SiteBroker:
         _check_port("port", self.port)
         self.listener_tls.validate("listener_tls")
         self.bridge_tls.validate("bridge_tls")
-        for name in ("acl_file", "persistence_dir"):
-            _check_path(name, getattr(self, name))
-        if self.log_file is not None:
-            _check_path("log_file", self.log_file)
-        _check_user(self.run_as_user)
+        _check_files_and_user(self)
         if self.bridge_protocol not in BRIDGE_PROTOCOLS:
             raise ConfigError(f"bridge_protocol {self.bridge_protocol!r} is not one of {', '.join(BRIDGE_PROTOCOLS)}")
         base, cap = self.restart_timeout_s
@@ -157,11 +153,7 @@ class ProvincialBroker:
         _check_host("bind_address", self.bind_address)
         _check_port("port", self.port)
         self.listener_tls.validate("listener_tls")
-        for name in ("acl_file", "persistence_dir"):
-            _check_path(name, getattr(self, name))
-        if self.log_file is not None:
-            _check_path("log_file", self.log_file)
-        _check_user(self.run_as_user)
+        _check_files_and_user(self)
         _check_persistence(self.autosave_changes, self.max_queued_messages)
         owner: dict[str, str] = {}  # every name a certificate CN can carry -> what it is
         for site_id, devices in self.sites.items():
@@ -209,18 +201,8 @@ def render_site_broker(site: SiteBroker) -> str:
     base, cap = site.restart_timeout_s
     return _render(
         "site-broker.conf.in",
-        run_as_user=site.run_as_user,
-        acl_file=site.acl_file,
-        log_dest=_log_dest(site.log_file),
-        persistence_dir=site.persistence_dir,
-        autosave_changes=site.autosave_changes,
-        max_queued_messages=site.max_queued_messages,
+        **_listener_values(site),
         max_inflight_messages=site.max_inflight_messages,
-        port=site.port,
-        bind_address=site.bind_address,
-        ca_file=site.listener_tls.ca_file,
-        cert_file=site.listener_tls.cert_file,
-        key_file=site.listener_tls.key_file,
         province_host=site.province_host,
         province_port=site.province_port,
         bridge_id=site.bridge_id,
@@ -250,20 +232,7 @@ def render_site_acl(site: SiteBroker) -> str:
 
 def render_provincial_broker(province: ProvincialBroker) -> str:
     province.validate()
-    return _render(
-        "provincial-broker.conf.in",
-        run_as_user=province.run_as_user,
-        acl_file=province.acl_file,
-        log_dest=_log_dest(province.log_file),
-        persistence_dir=province.persistence_dir,
-        autosave_changes=province.autosave_changes,
-        max_queued_messages=province.max_queued_messages,
-        port=province.port,
-        bind_address=province.bind_address,
-        ca_file=province.listener_tls.ca_file,
-        cert_file=province.listener_tls.cert_file,
-        key_file=province.listener_tls.key_file,
-    )
+    return _render("provincial-broker.conf.in", **_listener_values(province))
 
 
 def render_provincial_acl(province: ProvincialBroker) -> str:
@@ -339,6 +308,23 @@ def _render(template_name: str, **values: object) -> str:
     return template.substitute({name: str(value) for name, value in values.items()})
 
 
+def _listener_values(broker: SiteBroker | ProvincialBroker) -> dict[str, object]:
+    """The template values both brokers have: who runs it, its ACL, log and sessions, and its TLS listener."""
+    return dict(
+        run_as_user=broker.run_as_user,
+        acl_file=broker.acl_file,
+        log_dest=_log_dest(broker.log_file),
+        persistence_dir=broker.persistence_dir,
+        autosave_changes=broker.autosave_changes,
+        max_queued_messages=broker.max_queued_messages,
+        port=broker.port,
+        bind_address=broker.bind_address,
+        ca_file=broker.listener_tls.ca_file,
+        cert_file=broker.listener_tls.cert_file,
+        key_file=broker.listener_tls.key_file,
+    )
+
+
 def _user_block(name: str, comment: str, grants: list[str]) -> str:
     lines = [f"\n# {comment}", f"user {name}", f"topic deny {DEVICE_TREE}/{name}/#", *grants]
     return "\n".join(lines) + "\n"
@@ -374,6 +360,14 @@ def _check_path(what: str, value: str) -> None:
 def _check_user(value: str) -> None:
     if not isinstance(value, str) or not _USER.fullmatch(value):
         raise ConfigError(f"run_as_user {value!r} is not a Unix user name")
+
+
+def _check_files_and_user(broker: SiteBroker | ProvincialBroker) -> None:
+    for name in ("acl_file", "persistence_dir"):
+        _check_path(name, getattr(broker, name))
+    if broker.log_file is not None:
+        _check_path("log_file", broker.log_file)
+    _check_user(broker.run_as_user)
 
 
 def _check_persistence(autosave_changes: int, max_queued_messages: int) -> None:
