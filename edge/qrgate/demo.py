@@ -140,21 +140,18 @@ class EventSubscriber:
 class DemoLog:
     """What the display shows; written by the capture loop's observer, read by the renderer."""
 
-    visitors: list[DemoVisitor]
     lines: deque = field(default_factory=lambda: deque(maxlen=12))
-    accepted: int = 0
-    rejected: int = 0
     mismatches: list[str] = field(default_factory=list)
 
 
 def run_demo(*, headless: bool, as_json: bool, camera: str = "synthetic", realtime: bool | None = None,
-             workdir: Path | None = None, console: Console | None = None) -> dict:
+             console: Console | None = None) -> dict:
     """Run the whole demo and return its summary."""
     console = console or Console()
     interactive = not headless and console.is_terminal
     realtime = (not headless) if realtime is None else realtime
     with tempfile.TemporaryDirectory(prefix="qrgate-demo-") as tmp:
-        root = Path(workdir or tmp)
+        root = Path(tmp)
         broker = MosquittoBroker(root / "broker").start()
         try:
             return _run_with_broker(broker, root, headless=headless, as_json=as_json, camera=camera,
@@ -178,7 +175,7 @@ def _run_with_broker(broker: MosquittoBroker, root: Path, *, headless: bool, as_
                  "key_file": None, "reconnect_min_s": 0.2, "reconnect_max_s": 2.0},
         "service": {"stop_flush_s": 10.0},
     })
-    log = DemoLog(visitors)
+    log = DemoLog()
     source = None
     if camera == "synthetic":
         source = SyntheticGate(
@@ -193,10 +190,6 @@ def _run_with_broker(broker: MosquittoBroker, root: Path, *, headless: bool, as_
 
     def observe(presentation: Presentation) -> None:
         verdict = presentation.verdict
-        if presentation.outcome is not Outcome.REJECTED:
-            log.accepted += 1
-        else:
-            log.rejected += 1
         index = source.truth(presentation.frame.index) if source is not None else None
         label = visitors[index].label if index is not None else "a code"
         if index is not None and presentation.reason != visitors[index].expected:
@@ -229,8 +222,8 @@ def _run_with_broker(broker: MosquittoBroker, root: Path, *, headless: bool, as_
     summary = {
         "visitors": len(visitors),
         "presentations": stats.presentations + stats.repeats,
-        "accepted": log.accepted,
-        "rejected": log.rejected,
+        "accepted": stats.accepted + stats.identified,
+        "rejected": stats.rejected,
         "events_stored": stored,
         "events_published": service.uplink.stats.delivered if service.uplink else 0,
         "events_received": received,

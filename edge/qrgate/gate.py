@@ -58,7 +58,6 @@ class GateStats:
     identified: int = 0
     rejected: int = 0
     storage_errors: int = 0
-    last_event_seq: int = 0
     # Capture timestamp -> feedback started, per presentation, for live sources only (a file or a
     # simulated scene has no capture time in the monotonic clock). Bounded: the newest 1024.
     latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=1024))
@@ -74,7 +73,11 @@ class GateStats:
 
 
 class Gate:
-    """Turns frames into decisions, stored events and feedback. Not thread-safe: one capture loop."""
+    """Turns frames into decisions, stored events and feedback.
+
+    Not thread-safe: ``process``/``handle`` are called for one frame at a time, by the capture loop or,
+    with decode threads, by ParallelDecoder, which serialises its deliveries.
+    """
 
     def __init__(
         self,
@@ -144,7 +147,6 @@ class Gate:
                 log.error("check-in not stored, shown as rejected: %s", exc)
                 outcome, reason = Outcome.REJECTED, STORAGE_ERROR
             else:
-                stats.last_event_seq = event.seq
                 self._on_event_stored()
         else:
             stats.repeats += 1
