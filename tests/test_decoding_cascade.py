@@ -12,11 +12,13 @@ import segno
 
 from qrgate.decoding import repair
 from qrgate.decoding.base import DecodedCode
-from qrgate.decoding.cascade import Attempt, CascadeDecoder, default_attempts, region_box
+from qrgate import bench
+from qrgate.decoding.cascade import Attempt, CascadeDecoder, default_attempts, located_boxes, region_box, wide_attempts
 from qrgate.decoding.factory import build_decoder
 from qrgate.decoding.opencv import OpenCvDecoder
 from qrgate.decoding.zbar import ZbarDecoder
 from qrgate.decoding.zxing import ZxingDecoder
+from qrgate.frames.scene_effects import CATEGORIES
 from qrgate.frames.synthetic import SyntheticGate, Visit
 
 TEXT = "QRG1:" + "repair-ladder-" * 12
@@ -101,13 +103,21 @@ def test_the_ladder_is_bounded_and_runs_in_order_when_nothing_reads():
     # Wreck the data but keep the finder patterns: located, unreadable by anything.
     frame[60 + 16 + 40 : 60 + 16 + 200, 120 + 16 + 40 : 120 + 16 + 200] = np.random.default_rng(4).integers(
         60, 150, (160, 160), dtype=np.uint8)
-    assert ZxingDecoder().scan(frame).unreadable > 0
+    scan = ZxingDecoder().scan(frame)
+    assert scan.unreadable > 0
+    boxes = located_boxes(scan.regions, *frame.shape)[:2]  # the cascade's max_regions
+    ladder = default_attempts(ZxingDecoder(), ZbarDecoder(), OpenCvDecoder())
     for bound in (0, 2, 5, None):
         cascade, counters = counted_cascade(max_attempts=bound)
         assert cascade.decode(frame) == []
         ran = len(counters[0].shapes) + len(counters[1].shapes) + len(counters[2].shapes)
-        expected = len(default_attempts(ZxingDecoder(), ZbarDecoder(), OpenCvDecoder())) if bound is None else bound
+        # Per located region, each of the first ``bound`` rungs, less those whose fix declines
+        # the region (no streak to undo).
+        expected = sum(1 for x0, y0, x1, y1 in boxes for a in ladder[:bound]
+                       if a.fix is None or a.fix(frame[y0:y1, x0:x1]) is not None)
         assert ran == expected == cascade.stats.attempts
+        assert expected <= len(boxes) * len(ladder[:bound])
+        assert cascade.stats.regions == len(boxes)
         assert cascade.stats.repaired == 0
     assert counters[1].shapes and counters[2].shapes  # the full ladder includes zbar and OpenCV
 
@@ -128,7 +138,8 @@ def test_fixes_keep_the_shape_they_promise_and_accept_strided_views():
     assert not view.flags.c_contiguous
     for fix, scale in ((repair.sharpen, 1), (repair.adaptive_threshold, 1), (repair.upscale_sharpen, 2),
                        (repair.upscale, 2), (repair.local_contrast, 1), (repair.otsu_threshold, 1),
-                       (lambda r: repair.deblur_motion(r, 7), 1)):
+                       (lambda r: repair.deblur_motion(r, 7), 1), (repair.local_range, 2),
+                       (lambda r: repair.deblur_motion(r, 5, angle=0.3), 1)):
         fixed = fix(view)
         assert fixed.dtype == np.uint8 and fixed.shape == (200 * scale, 230 * scale)
 
@@ -168,3 +179,77 @@ def test_on_a_hard_scene_the_cascade_reads_everything_zxing_reads_and_more_never
         cascade_reads += bool(codes)
     assert cascade.stats.repaired > 0
     assert cascade_reads == zxing_reads + cascade.stats.repaired
+
+
+def streak_kernel(length: int, angle_deg: float) -> np.ndarray:
+    kernel = np.zeros((length, length), np.float32)
+    c = length // 2
+    dx, dy = np.cos(np.radians(angle_deg)), np.sin(np.radians(angle_deg))
+    cv2.line(kernel, (round(c - dx * c), round(c - dy * c)), (round(c + dx * c), round(c + dy * c)), 1.0, 1)
+    return kernel / kernel.sum()
+
+
+@pytest.mark.parametrize("length, angle", [(5, 0), (7, 45), (9, 90), (7, 135), (9, 30)])
+def test_a_streak_is_measured_from_the_region_itself_and_undone(length, angle):
+    buf = io.BytesIO()
+    segno.make_qr(TEXT, error="m").save(buf, kind="png", scale=3, border=4)
+    symbol = cv2.imdecode(np.frombuffer(buf.getvalue(), np.uint8), cv2.IMREAD_GRAYSCALE)
+    symbol = (symbol.astype(np.float32) * 0.7 + 40).astype(np.uint8)
+    frame = np.full((480, 640), 160, np.uint8)
+    frame[40 : 40 + symbol.shape[0], 100 : 100 + symbol.shape[1]] = symbol
+    noise = np.random.default_rng(1).normal(0, 2, frame.shape)
+    smeared = np.clip(cv2.filter2D(frame, -1, streak_kernel(length, angle), borderType=cv2.BORDER_REPLICATE) + noise,
+                      0, 255).astype(np.uint8)
+    region = smeared[20 : 60 + symbol.shape[0], 80 : 120 + symbol.shape[1]]
+    assert ZxingDecoder().decode(region) == [] and ZbarDecoder().decode(region) == []
+    direction = repair.motion_direction(region)
+    off = abs((np.degrees(direction) - angle + 90) % 180 - 90)  # a streak has no sense: mod 180
+    assert off <= 10
+    assert abs(repair.motion_length(region, direction) - length) <= 1
+    restored = repair.deblur_estimated(region)
+    assert restored is not None and [c.text for c in ZxingDecoder().decode(restored)] == [TEXT]
+
+
+def test_deblur_estimated_declines_a_region_with_no_streak():
+    flat = np.full((120, 120), 128, np.uint8)
+    assert repair.motion_length(flat, 0.0) == 0
+    assert repair.deblur_estimated(flat) is None
+
+
+def test_located_boxes_one_per_symbol_largest_first_repeats_dropped():
+    small = ((400, 300), (430, 300), (430, 330), (400, 330))
+    large = ((100, 100), (200, 100), (200, 200), (100, 200))
+    again = ((105, 104), (198, 104), (198, 196), (105, 196))  # the large one reported twice
+    boxes = located_boxes([small, large, again], 480, 640, margin=0.0)
+    assert boxes == [region_box([large], 480, 640, 0.0), region_box([small], 480, 640, 0.0)]
+    assert located_boxes([((900, 900), (910, 900), (910, 910), (900, 910))], 480, 640) == []
+
+
+def bench_glare_frame(index: int) -> tuple[np.ndarray, str]:
+    """Frame ``index`` of the bench's glare stream (its fixed payloads and seed) and its payload."""
+    category = CATEGORIES.index("glare")
+    payloads = bench.category_payloads()
+    visits = [Visit(payloads[(category + k) % len(payloads)], dwell_s=1.0, gap_s=0.8, category="glare")
+              for k in range(5)]
+    scene = SyntheticGate(visits, seed=21 + category)
+    frame = np.empty((scene.height, scene.width), np.uint8)
+    scene.render(index, frame)
+    return frame, visits[scene.truth(index)].payload
+
+
+def test_the_wide_look_reads_a_code_zxing_located_by_one_finder_pattern_under_glare():
+    frame, payload = bench_glare_frame(86)  # glare over the top-right finder pattern
+    scan = ZxingDecoder().scan(frame)
+    assert scan.codes == [] and len(scan.regions) == 1
+    (box,) = located_boxes(scan.regions, *frame.shape)
+    assert (box[2] - box[0]) < 80  # the located box: one finder's worth, not the code
+    zxing, zbar = ZxingDecoder(), ZbarDecoder()
+    narrow = CascadeDecoder(zxing, default_attempts(zxing, zbar, OpenCvDecoder()))
+    assert narrow.decode(frame) == []  # every rung on the located box fails
+    wide = CascadeDecoder(zxing, default_attempts(zxing, zbar, OpenCvDecoder()), wide_attempts=wide_attempts(zbar))
+    codes = wide.decode(frame)
+    assert [c.text for c in codes] == [payload]
+    assert wide.stats.reads_by == {"wide:upscale+zbar": 1}
+    x0, y0, x1, y1 = box
+    assert all(x0 - 2 * (x1 - x0) <= x <= x1 + 2 * (x1 - x0) for x, _ in codes[0].corners)
+    assert wide_attempts(None) == []

@@ -195,6 +195,36 @@ def test_region_tracker_hint_lifetime():
         RegionTracker(hold_frames=0)
 
 
+def test_the_tracked_region_moves_on_with_the_code():
+    tracker = RegionTracker(hold_frames=5, margin=0.0)
+    grey = wall()
+    at = lambda x: [((x, 100), (x + 100, 100), (x + 100, 200), (x, 200))]  # noqa: E731
+    assert tracker.hint() is None
+    tracker.saw(grey, at(100), read=True)
+    assert tracker.hint().box[0] == 100 - 8  # one read: no velocity yet (region_box pads 8 px)
+    tracker.saw(grey, at(112), read=True)  # 12 px one frame later
+    boxes = [tracker.hint().box for _ in range(3)]
+    assert [b[0] + 8 for b in boxes] == [124, 136, 148]  # where the code will be, frame by frame
+    assert all(b[2] - b[0] == 117 for b in boxes)  # same size: 100 px and 8 px padding each side, end-exclusive
+    tracker.saw(grey, at(500), read=True)  # heading out: the box stops at the frame's edge
+    assert tracker.hint().box[2] == 640
+
+
+def test_a_finder_pattern_inside_a_code_read_a_moment_ago_keeps_the_code_region():
+    tracker = RegionTracker(margin=0.0)
+    grey = wall()
+    tracker.saw(grey, [((100, 100), (300, 100), (300, 300), (100, 300))], read=True)
+    read_box = tracker.hint().box
+    finder = [((110, 250), (150, 250), (150, 290), (110, 290))]  # one corner of the same code
+    tracker.saw(grey, finder, read=False)
+    kept = tracker.hint()
+    assert kept.read and kept.box == read_box
+    elsewhere = [((450, 300), (520, 300), (520, 370), (450, 370))]  # not part of it: a new sighting
+    tracker.saw(grey, elsewhere, read=False)
+    moved = tracker.hint()
+    assert not moved.read and moved.box[0] > 400
+
+
 def test_pipeline_reads_at_least_what_the_cascade_reads_on_a_hard_stream():
     script = [Visit(f"QRG1:stream-{k}:" + "s" * 500, category=category, dwell_s=1.0, gap_s=0.3)
               for k, category in enumerate(("screen", "blur", "screen"))]

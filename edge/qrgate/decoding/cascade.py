@@ -20,15 +20,13 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
-
 import numpy as np
 
 from . import repair
 from .base import Corners, DecodedCode, Decoder, DetectingDecoder, Scan
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in frame pixels, end-exclusive
-Fix = Callable[[np.ndarray], np.ndarray]
+Fix = Callable[[np.ndarray], np.ndarray | None]  # None: the fix does not apply to this region
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,19 +56,29 @@ def default_attempts(zxing: Decoder, zbar: Decoder | None = None, opencv: Decode
     ladder = [
         Attempt("sharpen+zxing", zxing, repair.sharpen),
         Attempt("threshold+zxing", zxing, repair.adaptive_threshold),
+        Attempt("deblur+zxing", zxing, repair.deblur_estimated),
         Attempt("upscale-sharpen+zxing", zxing, repair.upscale_sharpen, 2.0),
     ]
     if zbar is not None:
         ladder.append(Attempt("zbar", zbar))
-    ladder.append(Attempt("deblur7+zxing", zxing, partial(repair.deblur_motion, length_px=7)))
-    ladder.append(Attempt("deblur5+zxing", zxing, partial(repair.deblur_motion, length_px=5)))
+        ladder.append(Attempt("upscale+zbar", zbar, repair.upscale, 2.0))
+    ladder.append(Attempt("range+zxing", zxing, repair.local_range, 2.0))
+    if zbar is not None:
+        ladder.append(Attempt("range+zbar", zbar, repair.local_range, 2.0))
     if opencv is not None:
         ladder.append(Attempt("upscale+opencv", opencv, repair.upscale, 2.0))
-    if zbar is not None:
-        ladder.append(Attempt("upscale+zbar", zbar, repair.upscale, 2.0))
     ladder.append(Attempt("contrast+zxing", zxing, repair.local_contrast))
     ladder.append(Attempt("otsu+zxing", zxing, repair.otsu_threshold))
     return ladder
+
+
+def wide_attempts(zbar: Decoder | None) -> list[Attempt]:
+    """The wide look's attempts (``CascadeDecoder.read_around``): ZBar on the area upscaled x2.
+    ZBar finds finder patterns by edges along scanlines, which survive a glare veil that has
+    lifted the dark modules towards white; zxing's block binariser loses them (on the synthetic
+    glare frames where zxing located only one finder, ZBar read the code around it and no
+    zxing rung did: docs/performance.md)."""
+    return [] if zbar is None else [Attempt("wide:upscale+zbar", zbar, repair.upscale, 2.0)]
 
 
 def region_box(regions: Iterable[Corners], height: int, width: int, margin: float = 0.15) -> Box | None:
@@ -93,6 +101,35 @@ def region_box(regions: Iterable[Corners], height: int, width: int, margin: floa
     return box
 
 
+def located_boxes(regions: Iterable[Corners], height: int, width: int, margin: float = 0.15) -> list[Box]:
+    """One box per located symbol (``region_box`` of its corners), leaving out a box that lies
+    mostly inside one already listed (zxing may report a symbol several times). Square-ish
+    boxes come first, largest first, then the others: a QR symbol is square, and even tilted
+    25 degrees its outline stays within 1.5:1, while the long thin quadrilaterals zxing reports
+    around a blurred code are finder patterns of two symbols paired by mistake.
+
+    Each symbol gets its own box: the box around all of them would, with a second symbol or a
+    false finder pattern elsewhere in the frame, hand the ladder most of the frame.
+    """
+    boxes = [box for corners in regions if (box := region_box((corners,), height, width, margin)) is not None]
+
+    def rank(box: Box) -> tuple[bool, int]:
+        w, h = box[2] - box[0], box[3] - box[1]
+        return max(w, h) > 1.5 * min(w, h), -w * h
+
+    boxes.sort(key=rank)
+    kept: list[Box] = []
+    for box in boxes:
+        area = (box[2] - box[0]) * (box[3] - box[1])
+        if all(_overlap(box, other) < 0.8 * area for other in kept):
+            kept.append(box)
+    return kept
+
+
+def _overlap(a: Box, b: Box) -> int:
+    return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
 @dataclass(slots=True)
 class CascadeStats:
     regions: int = 0  # regions handed to the repair ladder
@@ -104,14 +141,25 @@ class CascadeStats:
 class CascadeDecoder:
     """zxing-cpp on the frame; on a located-but-unreadable QR, the repair ladder on its region."""
 
+    WIDE_GROWTH = 3.0
+    WIDE_MAX_PX = 360  # upscaled x2 for ZBar, 720 px: about a whole-frame ZBar call
+
     def __init__(self, primary: DetectingDecoder, attempts: Sequence[Attempt], *, max_attempts: int | None = None,
-                 margin: float = 0.15) -> None:
+                 margin: float = 0.15, max_regions: int = 2, wide_attempts: Sequence[Attempt] = ()) -> None:
+        """``max_regions``: located-but-unreadable symbols of one frame the ladder is run on,
+        largest first (a second one is usually a second visitor's code, or texture in the scene
+        that zxing took for a finder pattern). ``wide_attempts``: what the wide look runs
+        (``read_around``) when the ladder read nothing; none by default."""
         if max_attempts is not None and max_attempts < 0:
             raise ValueError(f"max_attempts must be >= 0, got {max_attempts}")
+        if max_regions < 1:
+            raise ValueError(f"max_regions must be >= 1, got {max_regions}")
+        self.max_regions = max_regions
         self.name = f"{primary.name}+repair"
         self._scan = primary.scan
         self._attempts = tuple(attempts[:max_attempts] if max_attempts is not None else attempts)
         self._margin = margin
+        self._wide_attempts = tuple(wide_attempts)
         self._lock = threading.Lock()
         self.stats = CascadeStats()
 
@@ -124,25 +172,49 @@ class CascadeDecoder:
         scan = self._scan(grey)
         if scan.codes or not scan.regions:
             return scan
-        box = region_box(scan.regions, grey.shape[0], grey.shape[1], self._margin)
-        if box is None:
-            return scan
-        codes = self.read_region(grey, box)
+        codes: list[DecodedCode] = []
+        boxes = located_boxes(scan.regions, grey.shape[0], grey.shape[1], self._margin)[:self.max_regions]
+        for box in boxes:
+            codes = self.read_region(grey, box)
+            if codes:
+                break
+        if not codes and boxes and self._wide_attempts:
+            codes = self.read_around(grey, boxes[0])
         return Scan(codes, 0 if codes else scan.unreadable, () if codes else scan.regions)
+
+    def read_around(self, grey: np.ndarray, box: Box) -> list[DecodedCode]:
+        """The wide look: ``wide_attempts`` on a square ``WIDE_GROWTH`` times the located box's
+        larger side (at most ``WIDE_MAX_PX``), centred on it.
+
+        zxing locates a symbol it cannot frame by what it found of it, which under glare is often
+        a single finder pattern: the box then covers a corner of the code, and every rung run on
+        it fails. The code lies around that box, within about twice its size in some direction.
+        """
+        height, width = grey.shape
+        side = min(self.WIDE_MAX_PX, self.WIDE_GROWTH * max(box[2] - box[0], box[3] - box[1]))
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        wide = (max(0, int(cx - side / 2)), max(0, int(cy - side / 2)),
+                min(width, int(cx + side / 2)), min(height, int(cy + side / 2)))
+        if (wide[2] - wide[0]) * (wide[3] - wide[1]) < 2 * (box[2] - box[0]) * (box[3] - box[1]):
+            return []  # hardly wider than the box the ladder has just tried
+        return self.read_region(grey, wide, self._wide_attempts)
 
     def decode(self, grey: np.ndarray) -> list[DecodedCode]:
         return self.scan(grey).codes
 
-    def read_region(self, grey: np.ndarray, box: Box) -> list[DecodedCode]:
-        """Run the ladder on ``grey[box]`` until one attempt reads a code; corners in frame pixels."""
+    def read_region(self, grey: np.ndarray, box: Box, attempts: Sequence[Attempt] | None = None) -> list[DecodedCode]:
+        """Run the ladder (or ``attempts``) on ``grey[box]`` until one attempt reads a code;
+        corners in frame pixels."""
         x0, y0, x1, y1 = box
         region = grey[y0:y1, x0:x1]
         tried = 0
         codes: list[DecodedCode] = []
         winner = ""
-        for attempt in self._attempts:
-            tried += 1
+        for attempt in self._attempts if attempts is None else attempts:
             image = region if attempt.fix is None else attempt.fix(region)
+            if image is None:  # the fix does not apply to this region (no streak to undo)
+                continue
+            tried += 1
             found = attempt.decoder.decode(image)
             if found:
                 codes = [_to_frame(code, attempt, x0, y0) for code in found]

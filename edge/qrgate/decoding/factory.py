@@ -7,7 +7,7 @@ import logging
 
 from ..errors import DecoderUnavailable
 from .base import Decoder
-from .cascade import CascadeDecoder, default_attempts
+from .cascade import CascadeDecoder, default_attempts, wide_attempts
 from .chain import FallbackDecoder
 from .opencv import OpenCvDecoder
 from .pipeline import FramePipeline
@@ -19,9 +19,9 @@ from .zxing import ZxingDecoder
 log = logging.getLogger(__name__)
 
 BACKENDS = ("zxing", "zbar")
-# Rungs of the repair ladder the gate tries: they read 395 of the 399 codes the whole ladder
-# reads on the synthetic scene (docs/performance.md), at about 11 ms here for a region none of
-# them reads (a Pi 4: 45-100 ms, on a decode thread of its own).
+# Rungs of the repair ladder the gate tries: together they read 277 of the 280 regions the whole
+# ladder reads on the synthetic scene (docs/performance.md), at about 11 ms here for a region none
+# of them reads (a Pi 4: 45-100 ms, on a decode thread of its own).
 DEFAULT_MAX_REPAIRS = 6
 
 
@@ -66,7 +66,9 @@ def build_decoder(
         except DecoderUnavailable as exc:
             log.warning("decoder fallback %r unavailable, decoding without it: %s", fallback, exc)
     if isinstance(primary, ZxingDecoder) and repair:
-        return CascadeDecoder(primary, default_attempts(primary, second, OpenCvDecoder()), max_attempts=max_repairs)
+        zbar = second if isinstance(second, ZbarDecoder) else None
+        return CascadeDecoder(primary, default_attempts(primary, second, OpenCvDecoder()), max_attempts=max_repairs,
+                              wide_attempts=wide_attempts(zbar))
     return primary if second is None else FallbackDecoder(primary, second)
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .base import DecodedCode, Decoder, DetectingDecoder
-from .cascade import CascadeDecoder
+from .cascade import Box, CascadeDecoder, located_boxes
 from .presence import PresenceGate
 from .tracking import RegionTracker
 
@@ -101,6 +101,17 @@ class FramePipeline:
             self._saw(grey, codes)
             return codes
         if located:
+            # The cascade ran the ladder on what zxing located. A code read here a moment ago
+            # that zxing now only partly locates (one finder pattern, the rest under glare) is
+            # better framed by its tracked region, moved on with the hand: the ladder there too.
+            if hint is not None and hint.read and self._read_region is not None \
+                    and not _covered(hint.box, located_boxes(located, grey.shape[0], grey.shape[1])):
+                codes = self._read_region(grey, hint.box)
+                if codes:
+                    self._saw(grey, codes)
+                    with self._lock:
+                        self.stats.region_repaired += 1
+                    return codes
             if tracker is not None:
                 tracker.saw(grey, located, read=False)
             self._set_active(True)
@@ -128,3 +139,13 @@ class FramePipeline:
 def _shifted(code: DecodedCode, x0: int, y0: int) -> DecodedCode:
     corners = tuple((x + x0, y + y0) for x, y in code.corners)
     return DecodedCode(code.text, corners, code.backend)  # type: ignore[arg-type]  # four points in, four out
+
+
+def _covered(box: Box, others: list[Box]) -> bool:
+    """Whether most (80 %) of ``box`` lies inside one of ``others``, which the ladder has just tried."""
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    for other in others:
+        inside = max(0, min(box[2], other[2]) - max(box[0], other[0])) * max(0, min(box[3], other[3]) - max(box[1], other[1]))
+        if inside >= 0.8 * area:
+            return True
+    return False

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from .base import Corners
-from .cascade import Box, region_box
+from .cascade import Box, located_boxes, region_box
 
 TEXTURE_KEPT = 0.9  # share of the region's texture at the sighting that means "the code is still there"
 # A held code is sighted every frame and its texture barely changes: measuring it on every
@@ -54,7 +54,18 @@ class Hint:
 
 
 class RegionTracker:
-    """The region of the last code read or located, for ``hold_frames`` frames. Thread-safe."""
+    """The region of the last code read or located, for ``hold_frames`` frames. Thread-safe.
+
+    Two things keep the region on the code between reads:
+
+    * **Motion**: the box moves on with the code's velocity, measured between the last two reads
+      (a waving hand moves a code 5-20 px per frame at 30 fps; a box that stays put loses it
+      within a few frames, just when blur stops every read).
+    * **Partial sightings**: when zxing locates something inside the region of a code read
+      a moment ago, that is usually one finder pattern of the same code (glare has washed out
+      another, so the symbol cannot be framed): its box covers a corner of the code, not the
+      code. The read region is kept, and its hold renewed, instead of being replaced by it.
+    """
 
     def __init__(self, *, hold_frames: int = 8, margin: float = 0.3) -> None:
         if hold_frames < 1 or margin < 0:
@@ -65,22 +76,51 @@ class RegionTracker:
         self._hint: Hint | None = None
         self._age = 0
         self._sightings_since_texture = 0
+        self._clock = 0  # hint() calls: one per decoded frame
+        self._read_at: tuple[int, float, float] | None = None  # clock and box centre of the last read
+        self._velocity = (0.0, 0.0)  # px per decoded frame, from the last two reads
+        self._frame_size = (0, 0)
 
     def hint(self) -> Hint | None:
         """The region to look at first, or None; ages the hint by a frame."""
         with self._lock:
+            self._clock += 1
             if self._hint is None or self._age >= self.hold_frames:
                 return None
             self._age += 1
-            return self._hint
+            hint = self._hint
+            vx, vy = self._velocity
+            if not hint.read or (vx == 0 and vy == 0):
+                return hint
+            return Hint(_moved(hint.box, vx * self._age, vy * self._age, *self._frame_size), True, hint.texture)
 
     def saw(self, grey: np.ndarray, corners: Iterable[Corners], *, read: bool) -> None:
         """A code was read (``read``) or located at ``corners`` in ``grey``, the latest frame."""
-        box = region_box(corners, grey.shape[0], grey.shape[1], self.margin)
+        height, width = grey.shape
+        if read:
+            box = region_box(corners, height, width, self.margin)
+        else:  # the largest symbol located, not the box around it and whatever else zxing took for one
+            box = next(iter(located_boxes(corners, height, width, self.margin)), None)
         if box is None:
             return
         with self._lock:
-            previous = self._hint if self._age <= 1 else None
+            self._frame_size = (height, width)
+            current = self._hint if self._age < self.hold_frames else None
+            if not read and current is not None and current.read and _overlaps(box, self.hint_box_now()):
+                self._age = 0  # part of the code read a moment ago: keep its region (see the class)
+                self._hint = Hint(self.hint_box_now(), True, current.texture)
+                self._read_at = None if self._read_at is None else (self._clock, *_centre(self._hint.box))
+                return
+            if read:
+                cx, cy = _centre(box)
+                last = self._read_at
+                if last is not None and 0 < self._clock - last[0] <= self.hold_frames:
+                    frames = self._clock - last[0]
+                    self._velocity = ((cx - last[1]) / frames, (cy - last[2]) / frames)
+                else:
+                    self._velocity = (0.0, 0.0)
+                self._read_at = (self._clock, cx, cy)
+            previous = current if self._age <= 1 else None
             self._sightings_since_texture += 1
             fresh = previous is not None and self._sightings_since_texture < TEXTURE_EVERY
             if not fresh:
@@ -93,3 +133,26 @@ class RegionTracker:
             value = texture(grey[y0:y1, x0:x1])
         with self._lock:
             self._hint, self._age = Hint(box, read, value), 0
+
+    def hint_box_now(self) -> Box:
+        """The current hint's box moved on by the velocity for its age. Caller holds the lock."""
+        assert self._hint is not None
+        vx, vy = self._velocity if self._hint.read else (0.0, 0.0)
+        return _moved(self._hint.box, vx * self._age, vy * self._age, *self._frame_size)
+
+
+def _centre(box: Box) -> tuple[float, float]:
+    return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+
+
+def _moved(box: Box, dx: float, dy: float, height: int, width: int) -> Box:
+    """``box`` shifted by (dx, dy), kept whole inside the frame (a code leaving the frame leaves
+    the box at the edge)."""
+    x0, y0, x1, y1 = box
+    dx = min(max(round(dx), -x0), width - x1) if width else 0
+    dy = min(max(round(dy), -y0), height - y1) if height else 0
+    return x0 + dx, y0 + dy, x1 + dx, y1 + dy
+
+
+def _overlaps(a: Box, b: Box) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
