@@ -206,8 +206,12 @@ def test_the_tracked_region_moves_on_with_the_code():
     boxes = [tracker.hint().box for _ in range(3)]
     assert [b[0] + 8 for b in boxes] == [124, 136, 148]  # where the code will be, frame by frame
     assert all(b[2] - b[0] == 117 for b in boxes)  # same size: 100 px and 8 px padding each side, end-exclusive
-    tracker.saw(grey, at(500), read=True)  # heading out: the box stops at the frame's edge
-    assert tracker.hint().box[2] == 640
+    tracker.saw(grey, at(500), read=True)
+    tracker.hint()
+    tracker.saw(grey, at(512), read=True)  # heading out of the frame at 12 px per frame
+    assert [tracker.hint().box[2] for _ in range(3)] == [633, 640, 640]  # the box stops at the edge
+    tracker.saw(grey, at(100), read=True)  # 400 px in 3 frames: another code, not a velocity
+    assert [tracker.hint().box[0] + 8 for _ in range(2)] == [100, 100]
 
 
 def test_a_finder_pattern_inside_a_code_read_a_moment_ago_keeps_the_code_region():

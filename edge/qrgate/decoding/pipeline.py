@@ -103,9 +103,13 @@ class FramePipeline:
         if located:
             # The cascade ran the ladder on what zxing located. A code read here a moment ago
             # that zxing now only partly locates (one finder pattern, the rest under glare) is
-            # better framed by its tracked region, moved on with the hand: the ladder there too.
+            # better framed by its tracked region, moved on with the hand: the ladder there too,
+            # when what was located lies in that region (not clutter elsewhere after the code
+            # has gone) and did not already cover most of it.
+            boxes = located_boxes(located, grey.shape[0], grey.shape[1])
             if hint is not None and hint.read and self._read_region is not None \
-                    and not _covered(hint.box, located_boxes(located, grey.shape[0], grey.shape[1])):
+                    and any(_overlap(hint.box, box) for box in boxes) \
+                    and not any(_overlap(hint.box, box) >= 0.8 * _area(hint.box) for box in boxes):
                 codes = self._read_region(grey, hint.box)
                 if codes:
                     self._saw(grey, codes)
@@ -141,11 +145,9 @@ def _shifted(code: DecodedCode, x0: int, y0: int) -> DecodedCode:
     return DecodedCode(code.text, corners, code.backend)  # type: ignore[arg-type]  # four points in, four out
 
 
-def _covered(box: Box, others: list[Box]) -> bool:
-    """Whether most (80 %) of ``box`` lies inside one of ``others``, which the ladder has just tried."""
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    for other in others:
-        inside = max(0, min(box[2], other[2]) - max(box[0], other[0])) * max(0, min(box[3], other[3]) - max(box[1], other[1]))
-        if inside >= 0.8 * area:
-            return True
-    return False
+def _area(box: Box) -> int:
+    return (box[2] - box[0]) * (box[3] - box[1])
+
+
+def _overlap(a: Box, b: Box) -> int:
+    return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))

@@ -67,7 +67,7 @@ class RegionTracker:
       code. The read region is kept, and its hold renewed, instead of being replaced by it.
     """
 
-    def __init__(self, *, hold_frames: int = 8, margin: float = 0.3) -> None:
+    def __init__(self, *, hold_frames: int = 5, margin: float = 0.3) -> None:
         if hold_frames < 1 or margin < 0:
             raise ValueError(f"hold_frames must be >= 1 and margin >= 0, got {hold_frames}, {margin}")
         self.hold_frames = hold_frames
@@ -114,11 +114,11 @@ class RegionTracker:
             if read:
                 cx, cy = _centre(box)
                 last = self._read_at
-                if last is not None and 0 < self._clock - last[0] <= self.hold_frames:
-                    frames = self._clock - last[0]
-                    self._velocity = ((cx - last[1]) / frames, (cy - last[2]) / frames)
-                else:
-                    self._velocity = (0.0, 0.0)
+                frames = self._clock - last[0] if last is not None else 0
+                vx, vy = ((cx - last[1]) / frames, (cy - last[2]) / frames) if last is not None and frames else (0, 0)
+                # A jump of more than half the box per frame is not one hand moving: another code.
+                fast = abs(vx) > (box[2] - box[0]) / 2 or abs(vy) > (box[3] - box[1]) / 2
+                self._velocity = (0.0, 0.0) if frames > self.hold_frames or fast else (vx, vy)
                 self._read_at = (self._clock, cx, cy)
             previous = current if self._age <= 1 else None
             self._sightings_since_texture += 1
