@@ -18,7 +18,6 @@ from qrgate.decoding.factory import build_decoder
 from qrgate.decoding.opencv import OpenCvDecoder
 from qrgate.decoding.zbar import ZbarDecoder
 from qrgate.decoding.zxing import ZxingDecoder
-from qrgate.frames.scene_effects import CATEGORIES
 from qrgate.frames.synthetic import SyntheticGate, Visit
 
 TEXT = "QRG1:" + "repair-ladder-" * 12
@@ -227,11 +226,8 @@ def test_located_boxes_one_per_symbol_largest_first_repeats_dropped():
 
 def bench_glare_frame(index: int) -> tuple[np.ndarray, str]:
     """Frame ``index`` of the bench's glare stream (its fixed payloads and seed) and its payload."""
-    category = CATEGORIES.index("glare")
-    payloads = bench.category_payloads()
-    visits = [Visit(payloads[(category + k) % len(payloads)], dwell_s=1.0, gap_s=0.8, category="glare")
-              for k in range(5)]
-    scene = SyntheticGate(visits, seed=21 + category)
+    visits, seed = bench.category_script("glare", bench.category_payloads())
+    scene = SyntheticGate(visits, seed=seed)
     frame = np.empty((scene.height, scene.width), np.uint8)
     scene.render(index, frame)
     return frame, visits[scene.truth(index)].payload

@@ -35,7 +35,7 @@ from .decoding.parallel import ParallelDecoder
 from .decoding.zbar import ZbarDecoder
 from .decoding.zxing import ZxingDecoder
 from .frames.base import Frame
-from .frames.scene_effects import CATEGORIES, HARD_CATEGORIES
+from .frames.scene_effects import CATEGORIES, CATEGORY_MEDIUM, HARD_CATEGORIES, Category
 from .frames.synthetic import SyntheticGate, Visit
 from .gate import Gate
 from .outbox import Outbox
@@ -215,6 +215,18 @@ def category_payloads() -> list[str]:
     return [prefix + "".join(rng.choice(base45, length)) for prefix, length in shapes]
 
 
+def category_script(category: Category, payloads: Sequence[str], visits: int = 5) -> tuple[list[Visit], int]:
+    """The per-category section's script for ``category`` and the scene seed it renders with:
+    ``visits`` visits of 1.0 s code and 0.8 s empty scene, phone and paper in turn where the
+    category allows either."""
+    c = CATEGORIES.index(category)
+    either = CATEGORY_MEDIUM[category] is None
+    script = [Visit(payloads[(c + k) % len(payloads)], dwell_s=1.0, gap_s=0.8, category=category,
+                    medium=("phone", "paper")[k % 2] if either else None)
+              for k in range(visits)]
+    return script, 21 + c
+
+
 def _category_section(payloads: list[str], visits_per_category: int, repeat: int,
                       out: Callable[[str], None]) -> dict:
     zxing, zbar, opencv = ZxingDecoder(), ZbarDecoder(), OpenCvDecoder()
@@ -229,11 +241,9 @@ def _category_section(payloads: list[str], visits_per_category: int, repeat: int
     header = f"{'category':10} {'code fr':>7} " + " ".join(f"{name:>16}" for name in names)
     out(header)
     out("-" * len(header))
-    for c, category in enumerate(CATEGORIES):
-        visits = [Visit(payloads[(c + k) % len(payloads)], dwell_s=1.0, gap_s=0.8, category=category,
-                        medium=None if category not in ("clean", "blur", "motion", "lighting") else ("phone", "paper")[k % 2])
-                  for k in range(visits_per_category)]
-        frames, truths = _stream(visits, 640, 480, seed=21 + c)
+    for category in CATEGORIES:
+        visits, seed = category_script(category, payloads, visits_per_category)
+        frames, truths = _stream(visits, 640, 480, seed=seed)
         runs = {
             "zxing": _run_stateless(zxing.decode, frames, truths, repeat),
             "zbar": _run_stateless(zbar.decode, frames, truths, 1),

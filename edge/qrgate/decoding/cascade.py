@@ -120,14 +120,22 @@ def located_boxes(regions: Iterable[Corners], height: int, width: int, margin: f
     boxes.sort(key=rank)
     kept: list[Box] = []
     for box in boxes:
-        area = (box[2] - box[0]) * (box[3] - box[1])
-        if all(_overlap(box, other) < 0.8 * area for other in kept):
+        if all(box_overlap(box, other) < 0.8 * box_area(box) for other in kept):
             kept.append(box)
     return kept
 
 
-def _overlap(a: Box, b: Box) -> int:
+def box_area(box: Box) -> int:
+    return (box[2] - box[0]) * (box[3] - box[1])
+
+
+def box_overlap(a: Box, b: Box) -> int:
+    """The area the two boxes share (0 when they do not touch)."""
     return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def box_centre(box: Box) -> tuple[float, float]:
+    return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
 
 
 @dataclass(slots=True)
@@ -192,10 +200,10 @@ class CascadeDecoder:
         """
         height, width = grey.shape
         side = min(self.WIDE_MAX_PX, self.WIDE_GROWTH * max(box[2] - box[0], box[3] - box[1]))
-        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        cx, cy = box_centre(box)
         wide = (max(0, int(cx - side / 2)), max(0, int(cy - side / 2)),
                 min(width, int(cx + side / 2)), min(height, int(cy + side / 2)))
-        if (wide[2] - wide[0]) * (wide[3] - wide[1]) < 2 * (box[2] - box[0]) * (box[3] - box[1]):
+        if box_area(wide) < 2 * box_area(box):
             return []  # hardly wider than the box the ladder has just tried
         return self.read_region(grey, wide, self._wide_attempts)
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .base import DecodedCode, Decoder, DetectingDecoder
-from .cascade import Box, CascadeDecoder, located_boxes
+from .cascade import CascadeDecoder, box_area, box_overlap, located_boxes
 from .presence import PresenceGate
 from .tracking import RegionTracker
 
@@ -108,8 +108,8 @@ class FramePipeline:
             # has gone) and did not already cover most of it.
             boxes = located_boxes(located, grey.shape[0], grey.shape[1])
             if hint is not None and hint.read and self._read_region is not None \
-                    and any(_overlap(hint.box, box) for box in boxes) \
-                    and not any(_overlap(hint.box, box) >= 0.8 * _area(hint.box) for box in boxes):
+                    and any(box_overlap(hint.box, box) for box in boxes) \
+                    and not any(box_overlap(hint.box, box) >= 0.8 * box_area(hint.box) for box in boxes):
                 codes = self._read_region(grey, hint.box)
                 if codes:
                     self._saw(grey, codes)
@@ -144,10 +144,3 @@ def _shifted(code: DecodedCode, x0: int, y0: int) -> DecodedCode:
     corners = tuple((x + x0, y + y0) for x, y in code.corners)
     return DecodedCode(code.text, corners, code.backend)  # type: ignore[arg-type]  # four points in, four out
 
-
-def _area(box: Box) -> int:
-    return (box[2] - box[0]) * (box[3] - box[1])
-
-
-def _overlap(a: Box, b: Box) -> int:
-    return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))

@@ -100,8 +100,9 @@ def deblur_estimated(region: np.ndarray) -> np.ndarray | None:
 
     On the 30 streaked codes of the bench's motion frames that nothing else read, the estimate
     came within 1 px and 13 degrees of the true streak on every one, and over the ladder's test
-    regions this rung read 72 codes where a fixed 7 px guess read 31 (docs/performance.md). The low noise-to-signal ratio trusts the estimate: with the streak
-    right, the frequencies it attenuated come back.
+    regions this rung read 72 codes where a fixed 7 px guess read 31 (docs/performance.md). The
+    low noise-to-signal ratio trusts the estimate: with the streak right, the frequencies it
+    attenuated come back.
     """
     angle = motion_direction(region)
     length = motion_length(region, angle)

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from .base import Corners
-from .cascade import Box, located_boxes, region_box
+from .cascade import Box, box_centre, box_overlap, located_boxes, region_box
 
 TEXTURE_KEPT = 0.9  # share of the region's texture at the sighting that means "the code is still there"
 # A held code is sighted every frame and its texture barely changes: measuring it on every
@@ -89,10 +89,9 @@ class RegionTracker:
                 return None
             self._age += 1
             hint = self._hint
-            vx, vy = self._velocity
-            if not hint.read or (vx == 0 and vy == 0):
+            if not hint.read or self._velocity == (0.0, 0.0):
                 return hint
-            return Hint(_moved(hint.box, vx * self._age, vy * self._age, *self._frame_size), True, hint.texture)
+            return Hint(self._box_now(), True, hint.texture)
 
     def saw(self, grey: np.ndarray, corners: Iterable[Corners], *, read: bool) -> None:
         """A code was read (``read``) or located at ``corners`` in ``grey``, the latest frame."""
@@ -106,13 +105,13 @@ class RegionTracker:
         with self._lock:
             self._frame_size = (height, width)
             current = self._hint if self._age < self.hold_frames else None
-            if not read and current is not None and current.read and _overlaps(box, self.hint_box_now()):
+            if not read and current is not None and current.read and box_overlap(box, self._box_now()):
                 self._age = 0  # part of the code read a moment ago: keep its region (see the class)
-                self._hint = Hint(self.hint_box_now(), True, current.texture)
-                self._read_at = None if self._read_at is None else (self._clock, *_centre(self._hint.box))
+                self._hint = Hint(self._box_now(), True, current.texture)
+                self._read_at = None if self._read_at is None else (self._clock, *box_centre(self._hint.box))
                 return
             if read:
-                cx, cy = _centre(box)
+                cx, cy = box_centre(box)
                 last = self._read_at
                 frames = self._clock - last[0] if last is not None else 0
                 vx, vy = ((cx - last[1]) / frames, (cy - last[2]) / frames) if last is not None and frames else (0, 0)
@@ -134,15 +133,11 @@ class RegionTracker:
         with self._lock:
             self._hint, self._age = Hint(box, read, value), 0
 
-    def hint_box_now(self) -> Box:
+    def _box_now(self) -> Box:
         """The current hint's box moved on by the velocity for its age. Caller holds the lock."""
         assert self._hint is not None
         vx, vy = self._velocity if self._hint.read else (0.0, 0.0)
         return _moved(self._hint.box, vx * self._age, vy * self._age, *self._frame_size)
-
-
-def _centre(box: Box) -> tuple[float, float]:
-    return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
 
 
 def _moved(box: Box, dx: float, dy: float, height: int, width: int) -> Box:
@@ -153,6 +148,3 @@ def _moved(box: Box, dx: float, dy: float, height: int, width: int) -> Box:
     dy = min(max(round(dy), -y0), height - y1) if height else 0
     return x0 + dx, y0 + dy, x1 + dx, y1 + dy
 
-
-def _overlaps(a: Box, b: Box) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
