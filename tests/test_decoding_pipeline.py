@@ -229,6 +229,21 @@ def test_a_finder_pattern_inside_a_code_read_a_moment_ago_keeps_the_code_region(
     assert not moved.read and moved.box[0] > 400
 
 
+def test_a_partial_sighting_keeps_the_moving_region_where_the_code_has_got_to():
+    tracker = RegionTracker(margin=0.0)
+    grey = wall()
+    at = lambda x: [((x, 100), (x + 100, 100), (x + 100, 200), (x, 200))]  # noqa: E731
+    tracker.hint()
+    tracker.saw(grey, at(100), read=True)
+    tracker.hint()
+    tracker.saw(grey, at(112), read=True)  # 12 px per frame
+    assert [tracker.hint().box[0] + 8 for _ in range(2)] == [124, 136]
+    finder = [((140, 150), (170, 150), (170, 180), (140, 180))]  # one finder pattern of it, where it is now
+    tracker.saw(grey, finder, read=False)
+    kept = tracker.hint()
+    assert kept.read and kept.box[0] + 8 == 148  # on from 136, not back at the last read's 112
+
+
 def test_pipeline_reads_at_least_what_the_cascade_reads_on_a_hard_stream():
     script = [Visit(f"QRG1:stream-{k}:" + "s" * 500, category=category, dwell_s=1.0, gap_s=0.3)
               for k, category in enumerate(("screen", "blur", "screen"))]

@@ -105,10 +105,12 @@ class RegionTracker:
         with self._lock:
             self._frame_size = (height, width)
             current = self._hint if self._age < self.hold_frames else None
-            if not read and current is not None and current.read and box_overlap(box, self._box_now()):
-                self._age = 0  # part of the code read a moment ago: keep its region (see the class)
-                self._hint = Hint(self._box_now(), True, current.texture)
-                self._read_at = None if self._read_at is None else (self._clock, *box_centre(self._hint.box))
+            if not read and current is not None and current.read and box_overlap(box, now := self._box_now()):
+                # Part of the code read a moment ago: keep its region where it has moved to (see
+                # the class). ``now`` is taken before the age is reset: after, it is the old place.
+                self._age = 0
+                self._hint = Hint(now, True, current.texture)
+                self._read_at = None if self._read_at is None else (self._clock, *box_centre(now))
                 return
             if read:
                 cx, cy = box_centre(box)
