@@ -20,6 +20,19 @@ class Reason(enum.StrEnum):
     CLOCK_UNSYNCHRONISED = "clock_unsynchronised"  # depended on the wall clock, which nothing vouches for ("refuse" policy)
     UNSIGNED_PASS = "unsigned_pass"  # a chip ID card (CCCD) QR while the CCCD policy is off: nothing proves it
     IDENTIFIED = "identified"  # a CCCD QR admitted by policy: the person is identified, the card not verified
+    # A DCC that is genuine and in force, refused by the province's validation rules (a signed rule set,
+    # qrgate.rules): each rule names the reason it gives when it fails.
+    TEST_POSITIVE = "test_positive"  # the test result is "detected"
+    TEST_TOO_OLD = "test_too_old"  # the sample was taken longer ago than the policy allows for its test type
+    TEST_NOT_ACCEPTED = "test_not_accepted"  # a test type (or device) the policy does not accept
+    VACCINATION_INCOMPLETE = "vaccination_incomplete"  # fewer doses than the series (dn < sd)
+    VACCINATION_NOT_YET_VALID = "vaccination_not_yet_valid"  # the last dose is too recent to count yet
+    VACCINATION_EXPIRED = "vaccination_expired"  # the last dose is older than the accepted window
+    PRODUCT_NOT_ACCEPTED = "product_not_accepted"  # a vaccine product the policy does not approve
+    RECOVERY_NOT_YET_VALID = "recovery_not_yet_valid"  # before the recovery certificate's df
+    RECOVERY_EXPIRED = "recovery_expired"  # past du, or longer ago than the policy accepts
+    CERTIFICATE_TYPE_NOT_ACCEPTED = "certificate_type_not_accepted"  # the policy accepts no certificate of this type
+    RULE_FAILED = "rule_failed"  # a validation rule without a more specific reason failed (detail: its id)
 
 
 class PassFormat(enum.StrEnum):
