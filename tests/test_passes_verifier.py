@@ -363,7 +363,10 @@ def dcc_payload(**changes: Any) -> dict[Any, Any]:
         (dcc_claims({4: True}), "claims"),  # a boolean is not a NumericDate
         (dcc_claims({4: float("nan")}), "claims"),
         (dcc_claims({6: None}), "claims"),  # no iat
-        (dcc_claims({1: 46}), "claims"),  # iss not text
+        (dcc_claims({4: 10**12}), "claims"),  # exp far beyond any pass's life (year 33658)
+        (dcc_claims({4: 1e300}), "claims"),
+        (dcc_claims({6: -1}), "claims"),  # iat before 2000
+        (dcc_claims({6: NOW + 2 * DAY}), "claims"),  # issued after it expires (exp is NOW + DAY)
         (dcc_claims({-260: "hcert"}), "dcc_payload"),
         (dcc_claims({-260: {1: []}}), "dcc_payload"),
         (dcc_claims({-260: {1: {**fake_vaccination_payload(CI), "t": [{"ci": CI}]}}}), "dcc_payload"),  # v and t
@@ -393,6 +396,9 @@ def test_the_claims_helpers_make_an_accepted_pass(verifier, dcc_es256, qg_es256)
         qg_claims({2: None}),  # no subject
         qg_claims({2: ""}),
         qg_claims({1: None}),  # no issuer
+        qg_claims({4: 10**12}),  # exp far beyond any pass's life
+        qg_claims({4: 1e300}),
+        qg_claims({6: NOW + 2 * DAY}),  # issued after it expires
         qg_claims({-65537: "TOO-LONG-INITIALS"}),
         qg_claims({-65537: 7}),
         [1, 2, 3],  # claims not a map

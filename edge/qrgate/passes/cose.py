@@ -93,12 +93,29 @@ def verify_signature(sign1: Sign1, keys: Sequence[TrustedKey]) -> TrustedKey:
 
     Keys share a kid by accident (it is a truncated hash), so each one is tried, as the DCC spec requires.
     A key registered for another algorithm never verifies, so a message cannot pick a weaker use of it.
+    For a pass, whose contents each such key may limit, ``verifying_keys`` gives all of them.
+    """
+    return verifying_keys(sign1, keys, first_only=True)[0]
+
+
+def verifying_keys(sign1: Sign1, keys: Sequence[TrustedKey], *, first_only: bool = False) -> tuple[TrustedKey, ...]:
+    """Every one of ``keys`` whose signature over ``sign1`` verifies (at least one); ``BAD_SIGNATURE`` if none.
+
+    The same public key can be trusted twice under one kid (a DSC in a trust list and again in a key
+    file, a certificate re-issued with other limits). Each entry may limit what the key signs (a DSC's
+    Extended Key Usage, a qrgate key's issuer), so the caller checks the pass against all of them: stopping
+    at the first would let the order of the trust files decide whether a limit holds.
     """
     to_be_signed = sign1.to_be_signed()
+    found: list[TrustedKey] = []
     for key in keys:
         if key.alg == sign1.alg and _verifies(key, sign1.signature, to_be_signed):
-            return key
-    raise Rejected(Reason.BAD_SIGNATURE, "signature")
+            found.append(key)
+            if first_only:
+                break
+    if not found:
+        raise Rejected(Reason.BAD_SIGNATURE, "signature")
+    return tuple(found)
 
 
 def _verifies(key: TrustedKey, signature: bytes, data: bytes) -> bool:

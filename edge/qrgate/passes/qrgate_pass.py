@@ -11,6 +11,8 @@ display initials.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from . import cwt
 from .codec import decode_base45
 from .cose import Sign1
@@ -30,24 +32,27 @@ def cose_message(body: str) -> bytes:
     return decode_base45(body)
 
 
-def read_contents(claims: cwt.Claims, key: TrustedKey) -> cwt.PassContents:
+def read_contents(claims: cwt.Claims, keys: Sequence[TrustedKey]) -> cwt.PassContents:
+    """What the gate keeps of a qrgate pass whose signature ``keys`` verified (see ``cose.verifying_keys``)."""
     issuer = cwt.text(claims, cwt.ISS, MAX_ID_CHARS, required=True)
     subject_id = cwt.text(claims, cwt.SUB, MAX_ID_CHARS, required=True)
     initials = cwt.text(claims, INITIALS, MAX_INITIALS_CHARS, required=False)
     pass_id = claims.get(cwt.CTI)
     if not isinstance(pass_id, bytes) or not 0 < len(pass_id) <= MAX_PASS_ID_BYTES:
         raise Rejected(Reason.MALFORMED, "claims")
+    issued_at, expires = cwt.validity(claims)
     contents = cwt.PassContents(
-        issued_at=cwt.numeric_date(claims, cwt.IAT),
-        expires=cwt.numeric_date(claims, cwt.EXP),
+        issued_at=issued_at,
+        expires=expires,
         issuer=issuer,
         pass_id=pass_id.hex(),
         subject_id=subject_id,
         initials=initials,
         pass_id_bytes=pass_id,
     )
-    if key.issuer is not None and issuer != key.issuer:
-        # A key trusted for one issuer must not put passes on another issuer's books.
+    if not any(key.issuer is None or key.issuer == issuer for key in keys):
+        # A key trusted for one issuer must not put passes on another issuer's books. A key the province
+        # registered for several issuers (one entry each) may sign for any of them: each entry grants one.
         raise Rejected(Reason.UNKNOWN_ISSUER, "issuer_mismatch")
     return contents
 

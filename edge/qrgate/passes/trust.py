@@ -5,7 +5,8 @@ Two file formats, in any mix (docs/passes.md has both with examples):
 - X.509 signing certificates, PEM (one or more per file) or DER, as EU DCC document signer
   certificates (DSCs) are published. kid = the first 8 bytes of SHA-256 over the DER certificate,
   as the DCC spec defines it; the validity window is the certificate's; an Extended Key Usage with the
-  DCC OIDs limits which certificate types (vaccination, test, recovery) the key may sign.
+  DCC OIDs limits which certificate types (vaccination, test, recovery) the key may sign; the subject's
+  country (C) is the issuing country when a pass's ``iss`` claim is not a country code.
 - JSON key files ``{"keys": [{"kid", "alg", "public_key", "issuer", "not_before", "not_after", "formats"}]}``.
 
 Loading reads everything once at start-up and fails loudly (``TrustStoreError`` naming the file):
@@ -19,16 +20,19 @@ import binascii
 import hashlib
 import json
 import math
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import NameOID
 
 from ..errors import TrustStoreError
 from .algorithms import BY_NAME, EDDSA, ES256, NAMES, PS256
@@ -42,9 +46,10 @@ CERTIFICATE_SUFFIXES = frozenset((".pem", ".crt", ".cer", ".der"))
 KEY_FILE_SUFFIX = ".json"
 ALL_PASS_FORMATS = frozenset((PassFormat.DCC, PassFormat.QRGATE))
 
-# DCC spec, "Key Usage Policy Identifiers": a DSC with one of these Extended Key Usages may only sign
-# the listed certificate type; a DSC with none of them may sign all three. Some issuers use the arc
-# without the ".0" (1.3.6.1.4.1.1847...), which verifiers accept as the same.
+# DCC spec, "Key Usage Policy Identifiers": a DSC whose Extended Key Usage lists some of these may only
+# sign the listed certificate types; a DSC with none of them (no EKU, an EKU of other purposes only, or an
+# empty EKU) may sign all three. Some issuers use the arc without the ".0" (1.3.6.1.4.1.1847...), which
+# verifiers accept as the same.
 DCC_KEY_USAGE = {
     "1.3.6.1.4.1.0.1847.2021.1.1": "t",
     "1.3.6.1.4.1.0.1847.2021.1.2": "v",
@@ -53,6 +58,8 @@ DCC_KEY_USAGE = {
     "1.3.6.1.4.1.1847.2021.1.2": "v",
     "1.3.6.1.4.1.1847.2021.1.3": "r",
 }
+EXTENDED_KEY_USAGE_OID = "2.5.29.37"
+COUNTRY_CODE = re.compile(r"[A-Z]{2}")  # ISO 3166-1 alpha-2, as DCC issuers write it (Greece: "EL")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +75,7 @@ class TrustedKey:
     not_after: float | None = None
     formats: frozenset[PassFormat] = ALL_PASS_FORMATS
     dcc_types: frozenset[str] | None = None  # DCC types ("v", "t", "r") it may sign; None: all
+    country: str | None = None  # a DSC's subject country: the issuing country of the DCCs it signs
 
     def usable(self, pass_format: PassFormat, at: float) -> bool:
         """Whether this key may vouch for a pass of ``pass_format`` at time ``at``."""
@@ -85,15 +93,6 @@ class TrustedKey:
             alg, public_key = checked_key(certificate.public_key(), source)
         except (ValueError, UnsupportedAlgorithm) as exc:
             raise TrustStoreError(f"{source}: certificate public key cannot be read: {exc}") from exc
-        try:
-            eku = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-        except x509.ExtensionNotFound:
-            eku = None
-        except ValueError as exc:  # an extension breaking RFC 5280, e.g. an empty Extended Key Usage
-            raise TrustStoreError(f"{source}: certificate extensions cannot be read: {exc}") from exc
-        dcc_types = None
-        if eku is not None:
-            dcc_types = frozenset(DCC_KEY_USAGE[oid.dotted_string] for oid in eku if oid.dotted_string in DCC_KEY_USAGE)
         return cls(
             kid=hashlib.sha256(der).digest()[:8],
             alg=alg,
@@ -102,8 +101,42 @@ class TrustedKey:
             not_before=certificate.not_valid_before_utc.timestamp(),
             not_after=certificate.not_valid_after_utc.timestamp(),
             formats=frozenset((PassFormat.DCC,)),
-            dcc_types=dcc_types or None,
+            dcc_types=dcc_key_usage(der, source),
+            country=subject_country(certificate),
         )
+
+
+def dcc_key_usage(der: bytes, source: str) -> frozenset[str] | None:
+    """The DCC types (``v``, ``t``, ``r``) the certificate's Extended Key Usage allows; None: all of them.
+
+    Read from the DER with asn1crypto, not through cryptography's parsed extensions: cryptography refuses
+    the whole extension list when the EKU is an empty SEQUENCE (RFC 5280 wants at least one purpose), and
+    DSCs like that exist (the EU test set's CO15). Under the DCC rules an EKU naming no DCC type restricts
+    nothing, so refusing the certificate would turn away every visitor it signed. Two EKU extensions are
+    refused: which one limits the key would depend on the reader.
+    """
+    try:
+        extensions = asn1_x509.Certificate.load(der)["tbs_certificate"]["extensions"]
+        found = [ext for ext in extensions if ext["extn_id"].dotted == EXTENDED_KEY_USAGE_OID] if extensions else []
+        if len(found) > 1:
+            raise TrustStoreError(f"{source}: certificate has {len(found)} Extended Key Usage extensions")
+        if not found:
+            return None
+        purposes = [purpose.dotted for purpose in found[0]["extn_value"].parsed]
+    except (ValueError, TypeError, KeyError) as exc:  # asn1crypto's answers to DER it cannot read
+        raise TrustStoreError(f"{source}: certificate Extended Key Usage cannot be read: {exc}") from exc
+    types = frozenset(DCC_KEY_USAGE[oid] for oid in purposes if oid in DCC_KEY_USAGE)
+    return types or None
+
+
+def subject_country(certificate: x509.Certificate) -> str | None:
+    """The certificate subject's one country code (C), upper case; None if it has none, several or a bad one."""
+    try:
+        values = [str(attribute.value).upper() for attribute in
+                  certificate.subject.get_attributes_for_oid(NameOID.COUNTRY_NAME)]
+    except ValueError:
+        return None
+    return values[0] if len(values) == 1 and COUNTRY_CODE.fullmatch(values[0]) else None
 
 
 class TrustStore:

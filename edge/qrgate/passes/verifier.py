@@ -8,14 +8,14 @@ What is trusted comes from a ``TrustAuthority``: static anchors, or signed lists
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from . import cwt, dcc, qrgate_pass
 from .authority import StalePolicy, TrustAuthority, TrustState
 from .codec import MAX_TEXT_CHARS
 from .cccd import CccdPolicy, read_cccd
-from .cose import Sign1, decode_sign1, verify_signature
+from .cose import Sign1, decode_sign1, verifying_keys
 from .rejection import Rejected
 from .revocation import RevocationIndex
 from .trust import TrustedKey, TrustStore
@@ -29,7 +29,7 @@ class _Format:
     prefix: str
     format: PassFormat
     cose_message: Callable[[str], bytes]  # the text after the prefix -> COSE bytes
-    read_contents: Callable[[cwt.Claims, TrustedKey], cwt.PassContents]
+    read_contents: Callable[[cwt.Claims, Sequence[TrustedKey]], cwt.PassContents]
     is_revoked: Callable[[RevocationIndex, Sign1, cwt.PassContents], bool]
 
 
@@ -84,8 +84,8 @@ class PassVerifier:
                 raise Rejected(Reason.MALFORMED, "length")
             sign1 = decode_sign1(spec.cose_message(text[len(spec.prefix):]))
             kid = base64.b64encode(sign1.kid).decode("ascii")
-            key = verify_signature(sign1, self._trusted_keys(state.store, sign1.kid, spec.format, at))
-            contents = spec.read_contents(cwt.decode_claims(sign1.payload), key)
+            keys = verifying_keys(sign1, self._trusted_keys(state.store, sign1.kid, spec.format, at))
+            contents = spec.read_contents(cwt.decode_claims(sign1.payload), keys)
         except Rejected as rejected:
             return Verdict(rejected.reason, spec.format, kid=kid, detail=rejected.detail, trust_stale=stale)
         if state.revoked and spec.is_revoked(state.revoked, sign1, contents):
