@@ -1,5 +1,10 @@
 """What the verifier trusts right now: one immutable ``TrustState``, swapped whole when a list is accepted.
 
+Besides keys and revocations, the state holds the validation rules in force (``qrgate.rules.policy``):
+the signed rule set the province delivered, else the one the configuration names (by default the
+built-in set), or None when rules are off. They travel in the same state so that one verification
+judges a pass by keys, revocations and rules of one moment.
+
 The capture loop reads ``TrustAuthority.state`` once per verification: a single attribute read, no
 lock. A list arriving on another thread builds a complete new state first and then replaces the
 reference, so a verification sees the old state or the new one, never a mixture (CPython makes an
@@ -13,10 +18,13 @@ import dataclasses
 import enum
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .revocation import EMPTY_INDEX, RevocationIndex
 from .trust import TrustStore
+
+if TYPE_CHECKING:  # qrgate.rules imports the passes package: a run-time import here would be circular
+    from ..rules.policy import RuleSet
 
 
 class StalePolicy(enum.StrEnum):
@@ -26,7 +34,7 @@ class StalePolicy(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class TrustState:
-    """The keys and revocations in force, and which signed lists they came from (None: none yet)."""
+    """The keys, revocations and validation rules in force, and which signed lists they came from (None: none yet)."""
 
     store: TrustStore
     revoked: RevocationIndex = EMPTY_INDEX
@@ -35,6 +43,7 @@ class TrustState:
     list_expires_at: int | None = None
     revocation_version: int | None = None
     revocation_issued_at: int | None = None
+    rules: RuleSet | None = None  # the validation rules every genuine DCC must pass; None: no rules
 
     def list_age_s(self, now: float) -> float | None:
         """Seconds since the trust list in force was issued (0 while the clock is behind it); None without one."""
@@ -65,9 +74,10 @@ class TrustAuthority:
         self._write_lock = threading.Lock()
 
     @classmethod
-    def of_store(cls, store: TrustStore) -> "TrustAuthority":
-        """A fixed authority over static anchors, with no signed lists (``qrgate verify``, tests, bench)."""
-        return cls(TrustState(store))
+    def of_store(cls, store: TrustStore, rules: RuleSet | None = None) -> "TrustAuthority":
+        """A fixed authority over static anchors and ``rules`` (None: no validation rules), with no signed
+        lists (``qrgate verify``, a gate without list keys, tests, bench)."""
+        return cls(TrustState(store, rules=rules))
 
     def update(self, **changes: Any) -> TrustState:
         """Replace some fields of the state in one swap; returns the new state."""

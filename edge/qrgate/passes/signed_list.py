@@ -1,9 +1,10 @@
-"""Signed lists (trust lists and revocation lists): a CBOR map in a COSE_Sign1, signed by a pinned list key.
+"""Signed lists (trust lists, revocation lists, rule sets): a CBOR map in a COSE_Sign1, signed by a pinned list key.
 
 The envelope is the passes' own COSE_Sign1 (``cose.py``): the same decoder and the same signature
 check, with bounds sized for a list instead of a QR code. The payload is a CBOR map with text keys;
 every list carries ``type``, ``version`` (a positive integer, monotonic per type), ``issued_at`` and
-``expires_at`` (epoch seconds). What else it carries is read by ``trust_list.py`` and ``revocation.py``.
+``expires_at`` (epoch seconds). What else it carries is read by ``trust_list.py``, ``revocation.py`` and
+``qrgate/rules/rule_set.py``.
 
 Which keys may sign is the device's decision (``SignerKeys``): pinned at provisioning as PEM public
 keys, then rotated only by trust lists that those keys signed (docs/trust.md, "Rotating the list key").
@@ -38,6 +39,7 @@ MAX_VERSION = 2**63 - 1
 class ListType(enum.StrEnum):
     TRUST_LIST = "qrgate-trust-list"
     REVOCATION = "qrgate-revocation"
+    RULE_SET = "qrgate-rule-set"  # the province's validation rules (qrgate/rules/rule_set.py)
 
 
 _LIST_TYPES = frozenset(t.value for t in ListType)
