@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import zlib
 
 import base45
@@ -10,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from qrgate.passes import cwt
 from qrgate.passes.algorithms import BY_NAME
 from qrgate.passes.codec import MAX_INFLATED_BYTES, MAX_TEXT_CHARS, inflate
 from qrgate.passes.rejection import Rejected
@@ -229,3 +231,83 @@ def test_a_qrgate_pass_with_one_character_changed_is_never_accepted(data) -> Non
     replacement = data.draw(st.sampled_from("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:".replace(body[index], "")))
     verdict = VERIFIER.verify("QG1:" + body[:index] + replacement + body[index + 1:], NOW)
     assert not verdict.accepted
+
+
+# --- absurd validity windows, correctly signed ----------------------------------------------------------------
+
+
+def signed_pass(prefix: str, iat: float, exp: float) -> str:
+    """A correctly signed pass of either format with the given iat and exp claims (int or float)."""
+    if prefix == "HC1:":
+        return mint_dcc_pass(DCC_ISSUER, DCC_ISSUER.certificate, fake_vaccination_payload("URN:UVCI:01:VN:X"), iat, exp)
+    return mint_qrgate_pass(QG_ISSUER, "VN-HN", b"\x01" * 16, "subj-1", iat, exp)
+
+
+ABSURD_DATES = [1e300, 10**12, 2**63, 2**64 + 1, -1e300, -(10**12), -1, 0, cwt.MIN_NUMERIC_DATE - 1,
+                cwt.MAX_NUMERIC_DATE + 1, 1e20]
+
+
+@pytest.mark.parametrize("prefix", ["HC1:", "QG1:"])
+@pytest.mark.parametrize("exp", ABSURD_DATES)
+def test_a_signed_pass_with_an_absurd_expiry_is_malformed(prefix, exp) -> None:
+    assert_malformed(signed_pass(prefix, NOW - 60, exp), "claims")
+
+
+@pytest.mark.parametrize("prefix", ["HC1:", "QG1:"])
+@pytest.mark.parametrize("iat", ABSURD_DATES)
+def test_a_signed_pass_with_an_absurd_issue_date_is_malformed(prefix, iat) -> None:
+    assert_malformed(signed_pass(prefix, iat, NOW + 60), "claims")
+
+
+@pytest.mark.parametrize("prefix", ["HC1:", "QG1:"])
+def test_the_sane_range_ends_are_accepted_as_dates(prefix) -> None:
+    # 2000-01-01 and 2200-01-01 themselves are dates, not malformed: the pass is merely in force.
+    assert VERIFIER.verify(signed_pass(prefix, cwt.MIN_NUMERIC_DATE, cwt.MAX_NUMERIC_DATE), NOW).accepted
+
+
+@pytest.mark.parametrize("prefix", ["HC1:", "QG1:"])
+@pytest.mark.parametrize(("iat", "exp"), [(NOW + 100, NOW + 50), (NOW + 1, NOW), (NOW - 50, NOW - 100)])
+def test_a_pass_issued_after_it_expires_is_malformed_even_inside_the_clock_skew(prefix, iat, exp) -> None:
+    # Each end is within the 300 s skew of NOW, so the time check alone would accept it.
+    assert_malformed(signed_pass(prefix, iat, exp), "claims")
+
+
+@pytest.mark.parametrize("prefix", ["HC1:", "QG1:"])
+def test_a_pass_issued_and_expiring_in_the_same_second_is_a_window_not_a_fault(prefix) -> None:
+    assert VERIFIER.verify(signed_pass(prefix, NOW, NOW), NOW).accepted
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True)),
+       st.sampled_from(["HC1:", "QG1:"]))
+def test_any_signed_expiry_gets_a_verdict_that_every_formatter_can_print(exp, prefix) -> None:
+    from qrgate.commands.verify import iso_time
+
+    verdict = VERIFIER.verify(signed_pass(prefix, NOW - 60, exp), NOW)
+    # In force from iat (NOW - 60) to exp, and a NumericDate counts whole seconds.
+    seconds = math.floor(exp) if math.isfinite(exp) else None
+    assert verdict.accepted == (seconds is not None and NOW - 60 <= seconds <= cwt.MAX_NUMERIC_DATE)
+    if verdict.expires is not None:
+        assert iso_time(verdict.expires) is not None  # whatever the verifier lets through is a real date
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True)))
+def test_the_date_formatters_survive_any_value(value) -> None:
+    from qrgate.commands.verify import iso_time
+    from qrgate_provisioning.batch import display_date
+
+    printed = iso_time(value)
+    assert printed is None or printed.endswith("Z")
+    try:
+        assert len(display_date(value)) == 10  # dd/mm/yyyy
+    except ValueError as refused:
+        assert "not a date that can be printed" in str(refused)
+
+
+@pytest.mark.parametrize("expires", [10**12, 1e300, -(10**12)])
+def test_a_card_with_an_absurd_expiry_is_refused_with_a_message_not_a_crash(expires) -> None:
+    from qrgate_provisioning.cards import Card, cards_pdf
+
+    with pytest.raises(ValueError, match="not a date that can be printed"):
+        cards_pdf([Card(pass_text=VALID_QG, pass_id="01" * 16, expires=expires, issuer="VN-HN")])

@@ -16,9 +16,10 @@ import segno
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from qrgate.commands import verify
-from qrgate_provisioning.dcc_test_issuer import dcc_test_set
+from qrgate.passes.verdict import PassFormat, Reason, Verdict
+from qrgate_provisioning.dcc_test_issuer import dcc_test_set, fake_vaccination_payload
 from qrgate_provisioning.keys import new_issuer_key, trust_entry, trust_file
-from qrgate_provisioning.mint import mint_qrgate_pass
+from qrgate_provisioning.mint import mint_dcc_pass, mint_qrgate_pass
 
 NOW = 1_767_225_600
 AT = "2026-01-01T00:00:00Z"
@@ -149,3 +150,58 @@ def test_real_issuers_codes_read_as_dccs_from_an_issuer_not_trusted_here(capsys,
     code, report, _ = run_verify(capsys, "--image", str(QA_IMAGES / image))
     assert (code, report["format"], report["reason"], report["detail"]) == (1, "dcc", "unknown_issuer", "kid")
     assert len(base64.b64decode(report["kid"])) == 8
+
+
+# --- hostile validity windows: a verdict and a report, never a traceback ------------------------------------------
+
+
+QG_ISSUER = new_issuer_key("VN-HN", "EdDSA")
+
+
+def _signed(prefix: str, iat: float, exp: float, test_set) -> str:
+    """A correctly signed pass of either format with these iat and exp claims."""
+    if prefix == "HC1:":
+        issuer = test_set.trusted[1]
+        return mint_dcc_pass(issuer, issuer.certificate, fake_vaccination_payload("URN:UVCI:01:VN:HOSTILE"), iat, exp)
+    return mint_qrgate_pass(QG_ISSUER, "VN-HN", b"\x09" * 16, "subj-9", iat, exp)
+
+
+@pytest.fixture(scope="module")
+def qg_trust(tmp_path_factory):
+    path = tmp_path_factory.mktemp("qg") / "hn.json"
+    path.write_text(trust_file([trust_entry(QG_ISSUER)]))
+    return path
+
+
+@pytest.mark.parametrize("prefix", ["HC1:", "QG1:"])
+@pytest.mark.parametrize("exp", [1e300, 10**12, 2**64, -1e300])
+def test_an_absurd_expiry_is_reported_malformed_with_exit_1(capsys, test_set, trust_dir, qg_trust, prefix, exp) -> None:
+    text = _signed(prefix, NOW - 60, exp, test_set)
+    code, report, err = run_verify(capsys, "--trust", str(trust_dir), "--trust", str(qg_trust), "--at", AT, text)
+    assert (code, report["verdict"], report["reason"], report["detail"]) == (1, "rejected", "malformed", "claims")
+    assert report["expires"] is None and err == ""
+
+
+@pytest.mark.parametrize("prefix", ["HC1:", "QG1:"])
+def test_a_pass_issued_after_it_expires_is_reported_malformed(capsys, test_set, trust_dir, qg_trust, prefix) -> None:
+    text = _signed(prefix, NOW + 100, NOW + 50, test_set)  # both ends inside the 300 s clock skew
+    code, report, _ = run_verify(capsys, "--trust", str(trust_dir), "--trust", str(qg_trust), "--at", AT, text)
+    assert (code, report["reason"], report["detail"]) == (1, "malformed", "claims")
+
+
+def test_the_command_run_as_a_process_prints_json_for_an_absurd_expiry(test_set, trust_dir) -> None:
+    # What the defect was seen as: a traceback on stderr and exit 1 for a pass the verifier had accepted.
+    result = subprocess.run(
+        [sys.executable, "-m", "qrgate.commands.verify", "--trust", str(trust_dir), "--at", AT,
+         _signed("HC1:", NOW - 60, 1e300, test_set)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert (result.returncode, result.stderr) == (1, "")
+    assert json.loads(result.stdout)["reason"] == "malformed"
+
+
+@pytest.mark.parametrize("value", [None, 0, NOW, 10**12, 1e300, -1e300, float("inf"), float("nan"), 2**80])
+def test_the_report_prints_any_expiry(value) -> None:
+    report = verify._report(Verdict(Reason.MALFORMED, PassFormat.DCC, expires=value))
+    assert report["expires"] in (None, "1970-01-01T00:00:00Z", "2026-01-01T00:00:00Z")
+    assert (report["expires"] is None) == (value not in (0, NOW))

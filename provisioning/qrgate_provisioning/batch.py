@@ -30,7 +30,6 @@ from .mint import mint_qrgate_pass
 
 # Vietnam has kept UTC+7 without daylight saving since 1975; a fixed offset needs no tz database.
 VIETNAM_TIME = dt.timezone(dt.timedelta(hours=7), "ICT")
-DATE_FORMAT = "%d/%m/%Y"  # as Vietnamese documents write dates
 RANDOM_PASS_ID_BYTES = 16  # 128 bits: random ids never collide, and a pass still fits a version-9 code
 MAX_VALID_DAYS = 3 * 366
 
@@ -120,9 +119,17 @@ def expiry_after_days(now: float, valid_days: int) -> int:
     return int(next_midnight.timestamp()) - 1
 
 
-def display_date(epoch_s: int) -> str:
-    """``epoch_s`` as the Vietnamese calendar date, dd/mm/yyyy."""
-    return dt.datetime.fromtimestamp(epoch_s, VIETNAM_TIME).strftime(DATE_FORMAT)
+def display_date(epoch_s: float) -> str:
+    """``epoch_s`` as the Vietnamese calendar date, dd/mm/yyyy (as Vietnamese documents write dates).
+
+    ValueError (which the CLI reports as a message) for an instant no calendar date can show, such as
+    10**12 or 1e300: a card or a CSV row must never carry a made-up date, and must never crash either.
+    """
+    try:
+        day = dt.datetime.fromtimestamp(epoch_s, VIETNAM_TIME).date()
+    except (OverflowError, ValueError, OSError):
+        raise ValueError(f"expiry {epoch_s!r} is not a date that can be printed") from None
+    return f"{day.day:02d}/{day.month:02d}/{day.year:04d}"  # strftime's %Y does not pad years below 1000
 
 
 def mint_pass(key: IssuerKey, issuer: str, request: PassRequest, *, now: float, valid_days: int) -> MintedPass:

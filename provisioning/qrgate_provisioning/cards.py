@@ -145,9 +145,12 @@ def card_box(index: int) -> tuple[int, Box]:
 
 
 def cards_pdf(cards: Sequence[Card]) -> bytes:
-    """An A4 PDF with ``cards`` in order, ten to a page; ValueError if a pass cannot print scannable."""
+    """An A4 PDF with ``cards`` in order, ten to a page; ValueError if a pass cannot print scannable or its
+    expiry is no printable date."""
     if not cards:
         raise ValueError("no cards to print")
+    for card in cards:
+        display_date(card.expires)  # an expiry no calendar can show is refused before a page is drawn
     qr_codes = [pass_qr(card.pass_text) for card in cards]
     geometries = [qr_geometry(qr) for qr in qr_codes]
     _register_fonts()

@@ -62,9 +62,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _report(verdict: Verdict) -> dict[str, object]:
-    expires = None
-    if verdict.expires is not None:
-        expires = datetime.fromtimestamp(verdict.expires, timezone.utc).isoformat().replace("+00:00", "Z")
     return {
         "verdict": "accepted" if verdict.accepted else "rejected",
         "reason": str(verdict.reason),
@@ -72,8 +69,22 @@ def _report(verdict: Verdict) -> dict[str, object]:
         "format": str(verdict.format),
         "issuer": verdict.issuer,
         "kid": verdict.kid,
-        "expires": expires,
+        "expires": iso_time(verdict.expires),
     }
+
+
+def iso_time(epoch_s: float | None) -> str | None:
+    """``epoch_s`` as ISO 8601 UTC ("...Z"); None when absent or outside what a calendar date can show.
+
+    The verifier refuses a pass whose dates fall outside 2000..2200, but a report must never be the thing
+    that fails: any number prints, and one no calendar can hold prints as null.
+    """
+    if epoch_s is None:
+        return None
+    try:
+        return datetime.fromtimestamp(epoch_s, timezone.utc).isoformat().replace("+00:00", "Z")
+    except (OverflowError, ValueError, OSError):
+        return None
 
 
 def _qr_text(path: str) -> str:
