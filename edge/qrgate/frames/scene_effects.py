@@ -15,6 +15,18 @@ Each category is a situation a gate camera meets every day and where open decode
   hand's path in proportion to its speed.
 * ``lighting``: mixed lighting: a hard shadow across the code, a bright window behind the visitor
   that leaves the code underexposed.
+* ``closeup``: a phone pushed up to the camera: the code fills most of the frame (modules of 10-40
+  px), the phone overflows it, and the lens, focused for arm's length, cannot focus that close.
+* ``edge``: the code held at the frame's edge, part of its quiet zone outside the frame.
+* ``inverted``: a phone in dark mode: light modules on a dark screen.
+* ``flicker``: a printed card under a fluorescent tube on 50 Hz mains: the light pulses at 100 Hz,
+  and the rolling shutter turns that into bright and dark bands that drift from frame to frame.
+
+``screen`` is rendered the way a camera sees a screen: the code is drawn on the screen's pixel grid
+(RGB sub-pixel stripes, dark gaps between pixel rows), at a pitch that depends on how many camera
+pixels the screen covers, and each camera pixel integrates the part of the grid it sees. Where the
+grid's pitch comes near the camera's pixel pitch (a high-resolution frame, a phone held close)
+the residue of that integration is real moiré, not a pattern drawn on top.
 
 Carrier effects act on the carrier (the phone or sheet at frame scale, before the perspective
 warp), so they cost nothing per frame; blur and motion choose each frame's blur kernel. Every
@@ -30,14 +42,17 @@ from typing import Literal
 import cv2
 import numpy as np
 
-Category = Literal["clean", "screen", "glare", "paper", "damage", "blur", "motion", "lighting"]
-CATEGORIES: tuple[Category, ...] = ("clean", "screen", "glare", "paper", "damage", "blur", "motion", "lighting")
+Category = Literal["clean", "screen", "glare", "paper", "damage", "blur", "motion", "lighting",
+                   "closeup", "edge", "inverted", "flicker"]
+CATEGORIES: tuple[Category, ...] = ("clean", "screen", "glare", "paper", "damage", "blur", "motion", "lighting",
+                                    "closeup", "edge", "inverted", "flicker")
 # Where every open decoder fails most (motion, glare, damage and blur on public photo benchmarks).
 HARD_CATEGORIES: tuple[Category, ...] = ("blur", "motion", "glare", "damage")
 # The medium a category implies; None: either (the visit's own, phone unless said otherwise).
 CATEGORY_MEDIUM: dict[Category, str | None] = {
     "clean": None, "screen": "phone", "glare": "phone", "paper": "paper", "damage": "paper",
     "blur": None, "motion": None, "lighting": None,
+    "closeup": "phone", "edge": None, "inverted": "phone", "flicker": "paper",
 }
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 of the code within the carrier
@@ -49,22 +64,81 @@ def relevel(carrier: np.ndarray, light: float, dark: float, new_light: float, ne
     return np.clip((carrier.astype(np.float32) - dark) * scale + new_dark, 0, 255).astype(np.uint8)
 
 
-def screen(carrier: np.ndarray, light: float, dark: float, rng: np.random.Generator) -> np.ndarray:
-    """Screen brightness from dim to full, and moiré bands from the screen's pixel grid."""
+def screen(carrier: np.ndarray, light: float, dark: float, pitch_px: float, rng: np.random.Generator) -> np.ndarray:
+    """The code as a camera sees a phone screen: any brightness from dim to full (a dim screen is a
+    low-contrast code, and its black is no darker: the backlight leaks), shown through the
+    screen's pixel grid at ``pitch_px`` camera pixels per screen pixel (``screen_grid``)."""
     brightness = rng.uniform(0.45, 1.05)
     new_light = min(250.0, light * brightness)
-    new_dark = dark * rng.uniform(0.8, 1.6)  # a dim screen's black is no darker: the backlight leaks
+    new_dark = dark * rng.uniform(0.8, 1.6)
     shown = relevel(carrier, light, dark, new_light, min(new_dark, new_light - 50)).astype(np.float32)
-    h, w = shown.shape
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    # Moiré is the beat between two nearly equal spatial frequencies: slow, slightly curved bands.
-    period = rng.uniform(5.0, 16.0)
-    angle = rng.uniform(0, math.pi)
-    bend = rng.uniform(-0.002, 0.002)
-    phase = 2 * math.pi * (xs * math.cos(angle) + ys * math.sin(angle) + bend * (xs - w / 2) ** 2) / period
-    depth = rng.uniform(0.06, 0.16)
-    shown *= 1.0 + depth * np.sin(phase)
+    shown *= screen_grid(shown.shape, pitch_px, rng)
     return np.clip(shown, 0, 255).astype(np.uint8)
+
+
+APERTURE = 0.5  # a camera pixel's light-gathering width for one colour, in pixel pitches
+
+
+def _fourier(profile: np.ndarray, harmonics: int) -> np.ndarray:
+    """Complex Fourier coefficients 1..``harmonics`` of one period of ``profile`` (mean 1)."""
+    spectrum = np.fft.rfft(profile / profile.mean()) / len(profile)
+    return 2 * spectrum[1:harmonics + 1]
+
+
+def screen_grid(shape: tuple[int, int], pitch_px: float, rng: np.random.Generator) -> np.ndarray:
+    """How much light each camera pixel receives from a screen's pixel grid, relative to a uniform
+    screen (mean 1).
+
+    A screen pixel is three vertical sub-pixel stripes (red, green, blue, weighted by their share
+    of luminance) above a dark gap between pixel rows; the grid is turned a few degrees against the
+    sensor's rows and its pitch is ``pitch_px`` camera pixels. Each harmonic of the grid reaches a
+    camera pixel attenuated by the lens (a Gaussian blur of 0.2-0.35 px) and by the pixel's
+    aperture (a sinc along each axis; half the pixel pitch wide, because a Bayer sensor samples
+    each colour on every other pixel), then is sampled at the pixel's centre: a harmonic
+    above the sampling rate that survives folds back as a slow beat, the moiré. So a screen seen
+    at under one camera pixel per screen pixel (a phone at arm's length in a 640x480 frame) shows
+    almost nothing of its grid, and one at 0.6-2 px per screen pixel (a high-resolution frame, a
+    phone held close) shows strong moiré, as photos of screens do.
+    """
+    h, w = shape
+    angle = math.radians(rng.uniform(-8.0, 8.0))
+    lens_sigma = rng.uniform(0.2, 0.35)
+    gap = rng.uniform(0.1, 0.25)  # the dark band between pixel rows, as a share of the pitch
+    period = np.arange(240) / 240
+    stripes = _fourier(np.array((0.2126, 0.7152, 0.0722))[np.minimum((period * 3).astype(int), 2)], 4)
+    rows = _fourier((period >= gap).astype(float), 3)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    cos, sin = math.cos(angle), math.sin(angle)
+
+    def sensed(coefficients: np.ndarray, along: np.ndarray, direction: tuple[float, float]) -> np.ndarray:
+        total = np.ones((h, w), np.float32)
+        for n, coefficient in enumerate(coefficients, start=1):
+            f = n / pitch_px  # cycles per camera pixel along the grid's axis
+            gain = (np.sinc(APERTURE * f * direction[0]) * np.sinc(APERTURE * f * direction[1])
+                    * math.exp(-2 * math.pi**2 * lens_sigma**2 * f * f))
+            if abs(gain * coefficient) > 1e-3:
+                total += (gain * abs(coefficient) * np.cos(2 * math.pi * n * along + np.angle(coefficient))).astype(
+                    np.float32)
+        return total
+
+    u = (xs * cos + ys * sin) / pitch_px  # screen pixel columns
+    v = (-xs * sin + ys * cos) / pitch_px  # screen pixel rows
+    grid = sensed(stripes, u, (cos, sin)) * sensed(rows, v, (-sin, cos))
+    return np.maximum(grid, 0.0)
+
+
+def brightness_step(carrier: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The phone's auto-brightness stepping as the hand moves through the light: one pose brighter
+    or dimmer than the last by up to a quarter."""
+    return np.clip(carrier.astype(np.float32) * rng.uniform(0.75, 1.2), 0, 255).astype(np.uint8)
+
+
+def flicker_gain(rows: int, period_px: float, phase: float, depth: float) -> np.ndarray:
+    """Per row of a frame, the share of light a 100 Hz flickering tube gives it: a rolling shutter
+    exposes each row at a different moment of the pulse, so the pulse becomes bands ``period_px``
+    rows apart, ``depth`` deep (a short exposure catches more of the pulse)."""
+    rows_at = np.arange(rows, dtype=np.float32)
+    return (1.0 - depth * 0.5 * (1.0 + np.sin(2 * math.pi * (rows_at / period_px + phase)))).astype(np.float32)
 
 
 def strong_glare(

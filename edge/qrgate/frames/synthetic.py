@@ -24,9 +24,7 @@ pure function of its index (the realtime thread renders the same frames, it only
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,21 +33,16 @@ from typing import Literal
 
 import cv2
 import numpy as np
-import segno
 
 from ..errors import ConfigError, FrameSourceError
-from . import scene_effects as effects
 from .base import Frame
 from .capture_thread import CaptureFn
 from .live import LiveFrameSource
-from .scene_effects import CATEGORIES, CATEGORY_MEDIUM, DEFOCUS_SIGMAS, Category
+from .scene_assets import Pose, VisitAssets, blur_kernels, build_visit, frame_scale, qr_modules, render_background
+from .scene_effects import CATEGORIES, CATEGORY_MEDIUM, Category, flicker_gain
 
 Medium = Literal["phone", "paper"]
 
-_QUIET_ZONE = 4  # modules of light margin around a QR symbol, as the standard requires
-_POSES_PER_VISIT = 6
-_APPROACH_S = 0.2  # the hand moving the code into view ...
-_LEAVE_S = 0.15  # ... and out of it, within the dwell time
 _NOISE_MARGIN = 32  # noise fields are this much larger than a frame, read at shifting offsets
 
 
@@ -57,8 +50,9 @@ _NOISE_MARGIN = 32  # noise fields are this much larger than a frame, read at sh
 class Visit:
     """One visitor: ``gap_s`` of empty scene, then their code in view for ``dwell_s``.
 
-    ``module_px`` is the code's module size in frame pixels (None: drawn from 2.5-4.5, phone at
-    about 30 cm); it is reduced if the code would not fit. ``max_tilt_deg`` bounds the
+    ``module_px`` is the code's module size in frame pixels (None: drawn from 2.5-4.5 at 640 px
+    wide, scaled with wider frames: a phone at about 30 cm); it is reduced if the code would not
+    fit, and a ``closeup`` sets its own (the code fills the frame). ``max_tilt_deg`` bounds the
     out-of-plane tilt of the pose variants, ``shake_px`` is the standard deviation of the
     frame-to-frame hand jitter, ``blur_share`` the share of frames blurred by motion or focus.
 
@@ -123,31 +117,6 @@ def load_script(path: str | Path) -> list[Visit]:
     return visits
 
 
-@functools.lru_cache(maxsize=64)
-def _qr_modules(payload: str) -> np.ndarray:
-    """The payload's QR symbol with its quiet zone: 1 = dark module. segno picks version and
-    mask, and raises DataOverflowError for a payload no QR can hold."""
-    qr = segno.make_qr(payload)
-    dark = np.array(qr.matrix, dtype=np.uint8)
-    return np.pad(dark, _QUIET_ZONE)
-
-
-@dataclass(slots=True)
-class _Pose:
-    patch: np.ndarray  # grey carrier warped into this pose
-    mask: np.ndarray  # 255 where the carrier covers the patch
-    anchor: tuple[float, float]  # where the code's centre lands in the patch
-
-
-@dataclass(slots=True)
-class _VisitAssets:
-    poses: list[_Pose]
-    centre_x: np.ndarray  # per dwell frame: where the code's centre is in the frame
-    centre_y: np.ndarray
-    pose: np.ndarray  # per dwell frame: which pose variant
-    blur: np.ndarray  # per dwell frame: 0 none, else index into the scene's blur kernels
-
-
 class SyntheticGate(LiveFrameSource):
     """A frame source that renders a scripted gate scene, with ground truth.
 
@@ -185,7 +154,7 @@ class SyntheticGate(LiveFrameSource):
         self.realtime, self.loop, self.time_origin = realtime, loop, time_origin
         self._seed = seed
         for visit in self.script:
-            _qr_modules(visit.payload)  # encode now: an impossible payload fails here, not mid-run
+            qr_modules(visit.payload)  # encode now: an impossible payload fails here, not mid-run
 
         # Timeline: each visit owns its gap frames then its dwell frames; its code is in view
         # during the dwell. Its assets are built at its first frame, so in the gap when it has one.
@@ -202,14 +171,14 @@ class SyntheticGate(LiveFrameSource):
         self._truth = np.array(truth, dtype=np.int32)
 
         scene_rng = np.random.default_rng([seed, 0])
-        self._background = _render_background(scene_rng, width, height)
+        self._background = render_background(scene_rng, width, height)
         sigma = scene_rng.uniform(2.0, 4.0)
         noise = scene_rng.normal(0.0, sigma, (height + _NOISE_MARGIN, width + _NOISE_MARGIN))
         self._noise_up = np.clip(noise, 0, 255).astype(np.uint8)
         self._noise_down = np.clip(-noise, 0, 255).astype(np.uint8)
-        self._kernels = _blur_kernels()
+        self._kernels = blur_kernels(frame_scale(width))
         self._assets_for: int | None = None
-        self._assets: _VisitAssets | None = None
+        self._assets: VisitAssets | None = None
 
         self._frame = np.empty((height, width), np.uint8)
         self._next_index = 0
@@ -244,6 +213,13 @@ class SyntheticGate(LiveFrameSource):
         if j >= 0:
             pose = assets.poses[assets.pose[j]]
             box = self._paste(out, pose, assets.centre_x[j], assets.centre_y[j])
+            if box is not None and assets.flicker is not None:
+                # The tube above the gate lights the card held up under it, not the daylit wall behind.
+                f = assets.flicker
+                x0, y0, x1, y1 = box
+                gain = flicker_gain(self.height, f.period_px, f.phase + j * f.step, f.depth)[y0:y1, None]
+                roi = out[y0:y1, x0:x1]
+                np.multiply(roi, gain, out=roi, casting="unsafe")
             if box is not None and assets.blur[j]:
                 self._blur(out, box, int(assets.blur[j]))
         # Sensor noise: shifting windows over two fixed fields, so no random numbers per frame.
@@ -252,7 +228,7 @@ class SyntheticGate(LiveFrameSource):
         dy, dx = (i * 15485863) % _NOISE_MARGIN, (i * 32452843) % _NOISE_MARGIN
         cv2.subtract(out, self._noise_down[dy : dy + self.height, dx : dx + self.width], dst=out)
 
-    def _paste(self, out: np.ndarray, pose: _Pose, cx: int, cy: int) -> tuple[int, int, int, int] | None:
+    def _paste(self, out: np.ndarray, pose: Pose, cx: int, cy: int) -> tuple[int, int, int, int] | None:
         ph, pw = pose.patch.shape
         x0, y0 = int(cx - pose.anchor[0]), int(cy - pose.anchor[1])
         fx0, fy0 = max(x0, 0), max(y0, 0)
@@ -270,9 +246,9 @@ class SyntheticGate(LiveFrameSource):
         roi = out[max(y0 - r, 0) : min(y1 + r, self.height), max(x0 - r, 0) : min(x1 + r, self.width)]
         cv2.filter2D(roi, -1, kernel, dst=roi, borderType=cv2.BORDER_REPLICATE)
 
-    def _visit_assets(self, visit: int) -> _VisitAssets:
+    def _visit_assets(self, visit: int) -> VisitAssets:
         if self._assets_for != visit:
-            self._assets = _build_visit(
+            self._assets = build_visit(
                 self.script[visit],
                 np.random.default_rng([self._seed, 1, visit]),
                 np.random.default_rng([self._seed, 2, visit]),
@@ -325,241 +301,3 @@ class SyntheticGate(LiveFrameSource):
         self.render(index, self._frame)
         self._next_index = index + 1
         return Frame(self._frame, self.timestamp(index), index)
-
-
-# -- scene assets (built once per scene or per visit) ------------------------------------------
-
-
-def _render_background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
-    """A wall with a lighting gradient, low-frequency texture and clutter (panels, text, stripes)."""
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
-    angle = rng.uniform(0, 2 * math.pi)
-    ramp = (xs * math.cos(angle) + ys * math.sin(angle)) / max(width, height)
-    base = rng.uniform(95, 150) + rng.uniform(20, 45) * ramp
-    coarse = rng.normal(0, 12, (height // 24 + 2, width // 24 + 2)).astype(np.float32)
-    texture = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
-    wall = np.clip(base + texture, 0, 255).astype(np.uint8)
-    for _ in range(rng.integers(3, 7)):  # door frames, posters, a counter
-        x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
-        x1, y1 = x0 + int(rng.integers(30, width // 2)), y0 + int(rng.integers(30, height // 2))
-        cv2.rectangle(wall, (x0, y0), (x1, y1), int(rng.integers(30, 230)), -1 if rng.random() < 0.6 else 3)
-    for _ in range(rng.integers(2, 5)):  # signage: text has QR-like edge density
-        org = (int(rng.integers(0, width - 100)), int(rng.integers(20, height)))
-        words = "".join(chr(int(c)) for c in rng.integers(65, 91, int(rng.integers(4, 12))))
-        cv2.putText(wall, words, org, cv2.FONT_HERSHEY_SIMPLEX, rng.uniform(0.4, 1.2), int(rng.integers(0, 80)), 2)
-    x0, y0 = int(rng.integers(0, width - 80)), int(rng.integers(0, height - 60))  # a striped jacket, a grille
-    for k in range(0, 80, 6):
-        cv2.line(wall, (x0 + k, y0), (x0 + k + 10, y0 + 60), 40, 2)
-    return cv2.GaussianBlur(wall, (0, 0), 0.8)
-
-
-_MOTION_LENGTHS = (3, 5, 7, 9, 13, 17)
-_DEFOCUS_FIRST = 1 + 4 * len(_MOTION_LENGTHS)
-_STRONG_DEFOCUS_FIRST = _DEFOCUS_FIRST + 3
-# Share of a frame period the shutter is open: at 30 fps with the default 16.7 ms exposure cap a
-# moving code smears over half the distance it travels between frames.
-_EXPOSURE_SHARE = 0.5
-
-
-def _blur_kernels() -> list[np.ndarray]:
-    """Index 0 is unused (no blur); then motion streaks of several lengths and angles, then defocus
-    (the clean scene's mild ones, then the ``blur`` category's stronger ones)."""
-    kernels: list[np.ndarray] = [np.ones((1, 1), np.float32)]
-    for length in _MOTION_LENGTHS:
-        for angle in (0, 45, 90, 135):
-            k = np.zeros((length, length), np.float32)
-            c = length // 2
-            dx, dy = math.cos(math.radians(angle)), math.sin(math.radians(angle))
-            cv2.line(k, (round(c - dx * c), round(c - dy * c)), (round(c + dx * c), round(c + dy * c)), 1.0, 1)
-            kernels.append(k / k.sum())
-    for sigma in (0.8, 1.1, 1.5):
-        g = cv2.getGaussianKernel(7, sigma)
-        kernels.append((g @ g.T).astype(np.float32))
-    for sigma in DEFOCUS_SIGMAS:
-        g = cv2.getGaussianKernel(2 * math.ceil(3 * sigma) + 1, sigma)
-        kernels.append((g @ g.T).astype(np.float32))
-    return kernels
-
-
-def _motion_kernel(length_px: float, angle_deg: float) -> int:
-    """Index of the motion streak kernel nearest to ``length_px`` at ``angle_deg``."""
-    li = min(range(len(_MOTION_LENGTHS)), key=lambda n: abs(_MOTION_LENGTHS[n] - length_px))
-    ai = round((angle_deg % 180) / 45) % 4
-    return 1 + li * 4 + ai
-
-
-def _carrier(
-    visit: Visit, modules: np.ndarray, module_px: float, rng: np.random.Generator
-) -> tuple[np.ndarray, tuple[float, float], float, tuple[float, float]]:
-    """The phone or sheet with the code on it, at frame scale; returns it, the code's centre in
-    it, the code's side in pixels, and its light and dark grey levels."""
-    side = round(modules.shape[0] * module_px)
-    if visit.medium == "phone":
-        light, dark = rng.uniform(200, 240), rng.uniform(35, 70)  # a screen's black glows and reflects
-        w, h = round(side * 1.25), round(side * 1.9)
-        surround = rng.uniform(15, 35)  # bezel
-    else:
-        light, dark = rng.uniform(165, 215), rng.uniform(25, 55)  # matte paper under room light
-        w, h = round(side * 1.5), round(side * 1.9)
-        surround = light
-    # Draw the code large and area-average it down, as a sensor integrates light over a pixel.
-    big = np.where(np.kron(modules, np.ones((8, 8), np.uint8)) > 0, dark, light).astype(np.uint8)
-    code = cv2.resize(big, (side, side), interpolation=cv2.INTER_AREA)
-    carrier = np.full((h, w), light, np.uint8)
-    if visit.medium == "phone":
-        bezel = max(3, round(w * 0.05))
-        carrier[:, :bezel] = carrier[:, -bezel:] = surround
-        carrier[: 3 * bezel, :] = carrier[-3 * bezel :, :] = surround
-    cx, cy = w // 2, round(h * 0.42)
-    x0, y0 = cx - side // 2, cy - side // 2
-    carrier[y0 : y0 + side, x0 : x0 + side] = code
-    for row in range(2):  # lines of text above and below the code, as tickets and apps show
-        for y in (y0 - round(side * (0.12 + 0.08 * row)), y0 + side + round(side * (0.1 + 0.08 * row))):
-            if 0 <= y < h - 4:
-                length = round(side * rng.uniform(0.4, 0.9))
-                cv2.line(carrier, (cx - length // 2, y), (cx + length // 2, y), int(dark), max(2, round(module_px)))
-    if visit.medium == "paper":
-        across, down = rng.uniform(-0.12, 0.0), rng.uniform(-0.1, 0.05)  # light falls off across the sheet
-        shade = 1.0 + np.add.outer(down * np.arange(h) / h, across * np.arange(w) / w)
-        carrier = np.clip(carrier * shade, 0, 255).astype(np.uint8)
-    return carrier, (x0 + side / 2, y0 + side / 2), float(side), (light, dark)
-
-
-def _add_glare(
-    carrier: np.ndarray, code_centre: tuple[float, float], side: float, rng: np.random.Generator
-) -> np.ndarray:
-    """A soft specular reflection on a phone screen, washing part of the code out."""
-    h, w = carrier.shape
-    gx = code_centre[0] + rng.uniform(-0.6, 0.6) * side
-    gy = code_centre[1] + rng.uniform(-0.6, 0.6) * side
-    radius = rng.uniform(0.12, 0.3) * side
-    strength = rng.uniform(0.3, 0.65)
-    glared = carrier.copy()
-    x0, x1 = max(0, int(gx - 3 * radius)), min(w, int(gx + 3 * radius) + 1)
-    y0, y1 = max(0, int(gy - 3 * radius)), min(h, int(gy + 3 * radius) + 1)
-    if x1 > x0 and y1 > y0:  # a Gaussian is separable: an outer product over its 3-sigma box
-        wx = np.exp(-((np.arange(x0, x1) - gx) ** 2) / (2 * radius**2))
-        wy = np.exp(-((np.arange(y0, y1) - gy) ** 2) / (2 * radius**2))
-        roi = glared[y0:y1, x0:x1]
-        roi[:] = roi + strength * np.outer(wy, wx) * (255.0 - roi)
-    return glared
-
-
-def _pose(
-    carrier: np.ndarray,
-    code_centre: tuple[float, float],
-    max_tilt_deg: float,
-    focal_px: float,
-    rng: np.random.Generator,
-) -> _Pose:
-    """Warp the carrier as a pinhole camera sees it after rotating the carrier in 3-D."""
-    h, w = carrier.shape
-    tilt = math.radians(rng.uniform(min(3.0, max_tilt_deg), max_tilt_deg))
-    axis = rng.uniform(0, 2 * math.pi)  # direction of the tilt axis in the carrier plane
-    roll = math.radians(rng.uniform(-20, 20))
-    rotation, _ = cv2.Rodrigues(np.array([math.cos(axis) * tilt, math.sin(axis) * tilt, roll]))
-    corners = np.array([[0, 0], [w, 0], [w, h], [0, h], list(code_centre)], np.float64)
-    plane = np.column_stack([corners - [w / 2, h / 2], np.zeros(5)])
-    cam = plane @ rotation.T + [0.0, 0.0, focal_px]  # centre at distance f: unit scale there
-    projected = focal_px * cam[:, :2] / cam[:, 2:3]
-    origin = projected[:4].min(axis=0)
-    projected -= origin
-    size = np.ceil(projected[:4].max(axis=0)).astype(int) + 1
-    homography = cv2.getPerspectiveTransform(corners[:4].astype(np.float32), projected[:4].astype(np.float32))
-    # Replicated borders keep the carrier's edge from blending with black where the mask is set.
-    patch = cv2.warpPerspective(
-        carrier, homography, (int(size[0]), int(size[1])), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-    )
-    mask = cv2.warpPerspective(
-        np.full((h, w), 255, np.uint8), homography, (int(size[0]), int(size[1])), flags=cv2.INTER_NEAREST
-    )
-    return _Pose(patch, mask, (float(projected[4, 0]), float(projected[4, 1])))
-
-
-def _category_carrier(
-    visit: Visit, carrier: np.ndarray, centre: tuple[float, float], side: float,
-    levels: tuple[float, float], fx: np.random.Generator,
-) -> np.ndarray:
-    light, dark = levels
-    if visit.category == "screen":
-        return effects.screen(carrier, light, dark, fx)
-    if visit.category == "paper":
-        return effects.printed_card(carrier, light, dark, fx)
-    if visit.category == "damage":
-        half = side / 2
-        box = (round(centre[0] - half), round(centre[1] - half), round(centre[0] + half), round(centre[1] + half))
-        return effects.wear_and_tear(carrier, box, light, dark, fx)
-    if visit.category == "lighting":
-        return effects.shadow_and_backlight(carrier, fx)
-    return carrier
-
-
-def _build_visit(
-    visit: Visit, rng: np.random.Generator, fx: np.random.Generator, width: int, height: int, fps: float
-) -> _VisitAssets:
-    """A visit's poses and per-frame path. ``rng`` drives the clean scene; ``fx`` only the
-    category's effects, so adding a category never changes what a clean visit looks like."""
-    modules = _qr_modules(visit.payload)
-    module_px = visit.module_px if visit.module_px is not None else rng.uniform(2.5, 4.5)
-    module_px = min(module_px, 0.7 * min(width, height) / modules.shape[0])
-    carrier, code_centre, side, levels = _carrier(visit, modules, module_px, rng)
-    carrier = _category_carrier(visit, carrier, code_centre, side, levels, fx)
-    focal_px = 0.83 * width  # a Pi camera's ~62 degree horizontal field of view
-    poses = []
-    for _ in range(_POSES_PER_VISIT):
-        shown = _add_glare(carrier, code_centre, side, rng) if visit.medium == "phone" else carrier
-        if visit.category == "glare":
-            shown = effects.strong_glare(shown, code_centre, side, fx)
-        poses.append(_pose(shown, code_centre, visit.max_tilt_deg, focal_px, rng))
-
-    dwell = max(1, round(visit.dwell_s * fps))
-    t = np.arange(dwell) / fps
-    margin = side * 0.55
-    home_x = rng.uniform(max(margin, width * 0.3), min(width - margin, width * 0.7))
-    home_y = rng.uniform(max(margin, height * 0.3), min(height - margin, height * 0.7))
-    sway = rng.uniform(4, 12)
-    freq = rng.uniform(0.3, 0.8)
-    phase = rng.uniform(0, 2 * math.pi, 2)
-    x = home_x + sway * np.sin(2 * math.pi * freq * t + phase[0]) + rng.normal(0, visit.shake_px, dwell)
-    y = home_y + 0.6 * sway * np.sin(2 * math.pi * freq * 1.3 * t + phase[1]) + rng.normal(0, visit.shake_px, dwell)
-
-    blur = np.zeros(dwell, np.int16)
-    blurred = rng.random(dwell) < visit.blur_share
-    for j in np.flatnonzero(blurred):
-        if rng.random() < 0.6:
-            blur[j] = _motion_kernel(rng.uniform(3, 9), rng.uniform(0, 180))
-        else:
-            blur[j] = _DEFOCUS_FIRST + int(rng.integers(0, 3))
-    if visit.category == "blur":
-        blur = effects.defocus_frames(dwell, _STRONG_DEFOCUS_FIRST, fx)
-    elif visit.category == "motion":
-        dx, dy = effects.shaking_hand(t, fx)
-        x, y = x + dx, y + dy
-        # The streak follows the hand: its length is the distance covered while the shutter is open.
-        vx, vy = np.gradient(x), np.gradient(y)
-        for j in range(dwell):
-            streak = _EXPOSURE_SHARE * math.hypot(vx[j], vy[j])
-            blur[j] = _motion_kernel(streak, math.degrees(math.atan2(vy[j], vx[j]))) if streak >= 2.0 else 0
-
-    # Arrival from below and departure to a side: the code crosses the frame edge, streaked.
-    arrive = min(dwell // 3, round(_APPROACH_S * fps))
-    for j in range(arrive):
-        remaining = (1 - (j + 1) / (arrive + 1)) ** 2  # eases out as the hand settles
-        lift = remaining * (height - home_y + side * 0.6)
-        y[j] += lift
-        blur[j] = _motion_kernel(min(17.0, 2.0 * lift / max(1, arrive)), 90)
-    leave = min(dwell // 3, round(_LEAVE_S * fps))
-    direction = 1 if rng.random() < 0.5 else -1
-    for n, j in enumerate(range(dwell - leave, dwell)):
-        shift = ((n + 1) / leave) ** 2 * (width * 0.6)
-        x[j] += direction * shift
-        blur[j] = _motion_kernel(min(17.0, 2.0 * width * 0.6 / max(1, leave)), 0)
-
-    pose = np.zeros(dwell, np.int8)
-    current, j = int(rng.integers(0, _POSES_PER_VISIT)), 0
-    while j < dwell:  # the hand settles into a pose for 0.3-0.7 s, then shifts
-        hold = max(1, round(rng.uniform(0.3, 0.7) * fps))
-        pose[j : j + hold] = current
-        current = int((current + rng.integers(1, _POSES_PER_VISIT)) % _POSES_PER_VISIT)
-        j += hold
-    return _VisitAssets(poses, np.round(x).astype(np.int32), np.round(y).astype(np.int32), pose, blur)
