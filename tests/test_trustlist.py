@@ -471,8 +471,10 @@ def test_static_anchors_are_never_stale_and_a_clock_behind_the_list_is_not_stale
 def test_the_report_says_which_lists_are_in_force_and_how_old(tmp_path) -> None:
     updates = gate(tmp_path)
     assert updates.report(NOW, 24 * HOUR) == {"trust_list_version": None, "trust_list_age_s": None,
-                                              "trust_stale": False, "revocation_version": None}
+                                              "trust_stale": False, "revocation_version": None,
+                                              "rule_set_version": None, "rule_set_age_s": None}
     assert updates.offer(trust_list(3, HANOI), "test", NOW).accepted
     assert updates.offer(build_revocation_snapshot(OLD, {}, version=8, issued_at=NOW, expires_at=NOW + DAY), "test", NOW).accepted
     assert updates.report(NOW + 25 * HOUR, 24 * HOUR) == {"trust_list_version": 3, "trust_list_age_s": 25 * HOUR,
-                                                          "trust_stale": True, "revocation_version": 8}
+                                                          "trust_stale": True, "revocation_version": 8,
+                                                          "rule_set_version": None, "rule_set_age_s": None}

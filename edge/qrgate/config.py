@@ -118,6 +118,16 @@ class TrustConfig(_Section):
     )
 
 
+class RulesConfig(_Section):
+    baseline: str = Field(
+        "builtin", min_length=1,
+        description="Validation rules a genuine DCC must pass (docs/rules.md) until the province delivers a signed "
+        "rule set (MQTT or the drop directory; needs trust.signers_dir), which then replaces them: 'builtin' "
+        "(Vietnam's 2021-22 policy shipped with qrgate), 'none' (no rules: every genuine, unexpired DCC is "
+        "accepted), or the path of a rule-set JSON file.",
+    )
+
+
 class DecisionConfig(_Section):
     presence_gap_s: float = Field(
         0.8, gt=0, le=10, description="A code unseen for longer than this has left the camera; shorter gaps are the same presentation."
@@ -249,6 +259,7 @@ class GateConfig(_Section):
     camera: CameraConfig = Field(default_factory=CameraConfig, description="Where frames come from.")
     decoder: DecoderConfig = Field(default_factory=DecoderConfig, description="How QR codes are read.")
     trust: TrustConfig = Field(default_factory=TrustConfig, description="Which issuers' signatures are trusted.")
+    rules: RulesConfig = Field(default_factory=RulesConfig, description="Which genuine certificates the policy admits.")
     decision: DecisionConfig = Field(default_factory=DecisionConfig, description="How presentations are debounced.")
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig, description="LEDs, buzzer and relay.")
     outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="Durable store of check-in events.")

@@ -18,7 +18,7 @@ from pathlib import Path
 from . import __version__, wire
 from .board import load_board_profile
 from .clock import Clock, SystemClock
-from .config import CameraConfig, GateConfig
+from .config import CameraConfig, GateConfig, RulesConfig
 from .decision import Decider
 from .decoding.factory import build_pipeline
 from .decoding.parallel import ParallelDecoder
@@ -32,8 +32,9 @@ from .passes.authority import TrustAuthority
 from .passes.cccd import CccdPolicy
 from .passes.signed_list import ListType
 from .passes.trust import TrustStore
-from .trust_updates import TrustUpdates
 from .passes.verifier import PassVerifier
+from .rules.policy import RuleSet, RuleSetError, builtin_rule_set, load_rule_set
+from .trust_updates import TrustUpdates
 from .uplink import TlsSettings, Uplink
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,18 @@ def _cccd_policy(config: GateConfig) -> CccdPolicy:
         raise ConfigError(f"cccd.hash_key_file {path}: {exc}") from None
 
 
+def baseline_rules(rules: RulesConfig) -> RuleSet | None:
+    """The validation rules the configuration names, in force until the province delivers a signed rule set."""
+    if rules.baseline == "none":
+        return None
+    if rules.baseline == "builtin":
+        return builtin_rule_set()
+    try:
+        return load_rule_set(rules.baseline)
+    except RuleSetError as exc:
+        raise ConfigError(f"rules.baseline: {exc}") from None
+
+
 class GateService:
     """Everything a running gate owns, in start order; ``close()`` releases it in reverse."""
 
@@ -111,12 +124,15 @@ class GateService:
         self._closers: list[Callable[[], None]] = []
         try:
             trust_config = config.trust
+            rules = baseline_rules(config.rules)
             self.trust_updates: TrustUpdates | None = None
             if trust_config.signers_dir:
-                self.trust_updates = TrustUpdates.open(trust_config.state_dir, trust_config.signers_dir, trust_config.paths)
-                trust: TrustStore | TrustAuthority = self.trust_updates.authority
+                self.trust_updates = TrustUpdates.open(trust_config.state_dir, trust_config.signers_dir,
+                                                       trust_config.paths, baseline_rules=rules)
+                trust = self.trust_updates.authority
             else:
-                trust = TrustStore.from_paths(trust_config.paths)
+                trust = TrustAuthority.of_store(TrustStore.from_paths(trust_config.paths), rules=rules)
+            self.authority: TrustAuthority = trust
             self.outbox = Outbox(Path(config.outbox.path), max_bytes=config.outbox.max_mb * 1024 * 1024)
             self._closers.append(self.outbox.close)
             pin_overrides: dict[str, int | None] = dict(config.feedback.pins)
@@ -211,10 +227,15 @@ class GateService:
         latency = stats.latency_percentiles_ms()
         if latency is not None:
             details["latency_p50_ms"], details["latency_p99_ms"] = latency["p50"], latency["p99"]
+        rules = self.authority.state.rules
+        if rules is not None:
+            age = rules.age_s(time.time())
+            details["rule_set_version"] = rules.version
+            details["rule_set_age_s"] = None if age is None else round(age)
         return details
 
     def _list_subscriptions(self) -> dict[str, Callable[[str, bytes], None]]:
-        """Province-wide signed lists, offered to the trust updates from the uplink's inbound thread."""
+        """Province-wide signed lists and rule sets, offered to the trust updates from the uplink's inbound thread."""
         updates = self.trust_updates
         if updates is None:
             return {}
@@ -222,13 +243,17 @@ class GateService:
         def offer_as(list_type: ListType) -> Callable[[str, bytes], None]:
             return lambda topic, payload: updates.offer(payload, f"mqtt:{topic}", time.time(), expect=list_type)
 
-        return {wire.TRUST_LIST_TOPIC: offer_as(ListType.TRUST_LIST), wire.REVOCATION_TOPIC: offer_as(ListType.REVOCATION)}
+        return {wire.TRUST_LIST_TOPIC: offer_as(ListType.TRUST_LIST),
+                wire.REVOCATION_TOPIC: offer_as(ListType.REVOCATION),
+                wire.RULE_SET_TOPIC: offer_as(ListType.RULE_SET)}
 
     def _status_details(self) -> dict[str, object]:
         """What the retained status message says beyond the uplink's own counters."""
         details: dict[str, object] = {"config_hash": self.config_hash, "clock_synced": self.clock.synchronised()}
         if self.trust_updates is not None:
             details.update(self.trust_updates.report(time.time(), self.config.trust.max_age_h * 3600))
+        elif self.authority.state.rules is not None:
+            details["rule_set_version"] = self.authority.state.rules.version  # the built-in set, or a file: not signed
         return details
 
     def request_stop(self) -> None:
@@ -334,10 +359,12 @@ class GateService:
         trust = "static"
         if self.trust_updates is not None and self.trust_updates.version is not None:
             trust = f"v{self.trust_updates.version}"
+        rules = self.authority.state.rules
+        ruled = "off" if rules is None else f"v{rules.version}" if rules.signed else rules.source
         dropped = self.source.frames_dropped + (self.decoders.frames_dropped if self.decoders is not None else 0)
         return (
             f"frames {stats.frames} dropped {dropped} | accepted {stats.accepted} "
-            f"rejected {stats.rejected} | outbox pending {pending} | mqtt {link} | trust {trust}"
+            f"rejected {stats.rejected} | outbox pending {pending} | mqtt {link} | trust {trust} | rules {ruled}"
         )
 
     def _shutdown(self) -> None:

@@ -1,17 +1,21 @@
-"""Signed trust lists and revocation lists on the device: accept or refuse each offered one, keep it, swap it in.
+"""Signed trust lists, revocation lists and rule sets on the device: accept or refuse each one, keep it, swap it in.
 
 Both delivery paths call ``TrustUpdates.offer``: the retained MQTT messages on the province topics
-(``wire.TRUST_LIST_TOPIC``, ``wire.REVOCATION_TOPIC``; the uplink hands each payload to a worker thread) and
+(``wire.TRUST_LIST_TOPIC``, ``wire.REVOCATION_TOPIC``, ``wire.RULE_SET_TOPIC``; the uplink hands each payload
+to a worker thread) and
 files dropped into a directory (``import_directory``, for provisioning and for sites without network).
 A refused document changes nothing: the lists in force stay, and the answer names the reason.
 
-The state directory (``/var/lib/qrgate/trust`` on a gate) holds, each file replaced atomically
-(temporary file in the same directory, fsync, rename, fsync of the directory):
+The state directory (``/var/lib/qrgate/trust`` on a gate, ``state_files.py``) holds, each file replaced
+atomically (temporary file in the same directory, fsync, rename, fsync of the directory):
 
 - ``trust-list.cose``: the trust list in force, exactly as received, re-verified at start-up;
   ``trust-list.last-good.cose``: the one before it, used when the current file is damaged;
 - ``revocation.state`` and ``revocation.last-good.state``: the revocation index in force and the one
   before (``revocation.py``, "the device's state file");
+- ``rule-set.cose`` and ``rule-set.last-good.cose``: the signed validation rule set in force and the one
+  before, as received, re-verified at start-up (docs/rules.md); without one, the configured baseline
+  (by default the built-in rule set) is in force;
 - ``signers.cbor``: the list-signing keys pinned now and the ones rotated out (docs/trust.md).
 
 When a signed trust list is in force it is the only source of issuer keys; the static anchors of the
@@ -23,20 +27,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-import cbor2
-
-from .errors import TrustStoreError
 from .passes.authority import TrustAuthority, TrustState
-from .passes.codec import decode_cbor
-from .passes.rejection import Rejected
 from .passes.revocation import (
     EMPTY_INDEX,
     MAX_REVOCATION_BYTES,
@@ -56,6 +53,9 @@ from .passes.signed_list import (
 )
 from .passes.trust import TrustStore
 from .passes.trust_list import MAX_TRUST_LIST_BYTES, TrustList, read_trust_list
+from .rules.policy import RuleSet
+from .rules.rule_set import MAX_RULE_SET_DOCUMENT_BYTES, read_rule_set
+from .state_files import SIGNERS_FILE, StateDirectory, encode_signers, load_signers
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +65,12 @@ TRUST_LIST_FILE = "trust-list.cose"
 TRUST_LIST_LAST_GOOD = "trust-list.last-good.cose"
 REVOCATION_FILE = "revocation.state"
 REVOCATION_LAST_GOOD = "revocation.last-good.state"
-SIGNERS_FILE = "signers.cbor"
+RULE_SET_FILE = "rule-set.cose"
+RULE_SET_LAST_GOOD = "rule-set.last-good.cose"
 REFUSED_SUFFIX = ".refused"
-_MAX_SIGNERS_FILE_BYTES = 8 * 1024
 _MAX_REVOCATION_STATE_BYTES = MAX_REVOCATION_BYTES + 8 * 1024
-_MAX_BY_TYPE = {ListType.TRUST_LIST: MAX_TRUST_LIST_BYTES, ListType.REVOCATION: MAX_REVOCATION_BYTES}
+_MAX_BY_TYPE = {ListType.TRUST_LIST: MAX_TRUST_LIST_BYTES, ListType.REVOCATION: MAX_REVOCATION_BYTES,
+                ListType.RULE_SET: MAX_RULE_SET_DOCUMENT_BYTES}
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,30 +94,30 @@ class TrustUpdates:
     serialised); the verifier never waits for it.
     """
 
-    def __init__(self, state_dir: str | Path, *, provisioned_signers: SignerKeys, static_store: TrustStore) -> None:
+    def __init__(self, state_dir: str | Path, *, provisioned_signers: SignerKeys, static_store: TrustStore,
+                 baseline_rules: RuleSet | None = None) -> None:
         """Load what the state directory holds, falling back file by file and saying so in the log.
 
         ``provisioned_signers`` are the list keys pinned at provisioning (``SignerKeys.from_pem_dir``);
-        ``static_store`` the configuration's anchors, in force until a trust list is. Raises
-        TrustStoreError only if the state directory cannot be created or listed.
+        ``static_store`` the configuration's anchors, in force until a trust list is; ``baseline_rules``
+        the validation rules of the configuration (None: none), in force until a signed rule set is.
+        Raises TrustStoreError only if the state directory cannot be created or listed.
         """
         self._dir = Path(state_dir)
+        self._state = StateDirectory(self._dir)
         self._lock = threading.Lock()
-        try:
-            self._dir.mkdir(mode=0o750, parents=True, exist_ok=True)
-            for leftover in self._dir.glob(".*.tmp"):  # a write cut short by a power cut
-                leftover.unlink()
-        except OSError as exc:
-            raise TrustStoreError(f"{self._dir}: cannot use the trust state directory: {exc.strerror or exc}") from exc
-        self._pinned, self._retired, pins_saved = self._load_signers(provisioned_signers)
+        self._pinned, self._retired, pins_saved = load_signers(self._state, provisioned_signers)
         self._trust_list = self._load_trust_list(self._pinned | self._retired)
         if self._trust_list is not None and not pins_saved:
             self._pinned = self._trust_list.signers  # the list verified against the provisioned keys: follow it
         self._revocation = self._load_revocation()
+        self._rule_set = self._load_rule_set(self._pinned | self._retired)
         list_, revocation = self._trust_list, self._revocation
         if list_ is None:
             log.warning("no signed trust list in force: verifying with the %d static trust anchors of trust.paths "
                         "until one is accepted", len(static_store))
+        if self._rule_set is None:
+            log.info("no signed rule set in force: validation rules %s", baseline_rules or "off")
         self.authority = TrustAuthority(TrustState(
             store=static_store if list_ is None else list_.store,
             revoked=EMPTY_INDEX if revocation is None else revocation.index,
@@ -125,13 +126,16 @@ class TrustUpdates:
             list_expires_at=None if list_ is None else list_.expires_at,
             revocation_version=None if revocation is None else revocation.version,
             revocation_issued_at=None if revocation is None else revocation.issued_at,
+            rules=baseline_rules if self._rule_set is None else self._rule_set,
         ))
 
     @classmethod
-    def open(cls, state_dir: str | Path, signers_dir: str | Path, static_paths: Iterable[str | Path]) -> "TrustUpdates":
-        """From configuration values: the state directory, the directory of pinned PEM keys, ``trust.paths``."""
+    def open(cls, state_dir: str | Path, signers_dir: str | Path, static_paths: Iterable[str | Path],
+             baseline_rules: RuleSet | None = None) -> TrustUpdates:
+        """From configuration values: the state directory, the directory of pinned PEM keys, ``trust.paths``,
+        and the validation rules the configuration names."""
         return cls(state_dir, provisioned_signers=SignerKeys.from_pem_dir(signers_dir),
-                   static_store=TrustStore.from_paths(static_paths))
+                   static_store=TrustStore.from_paths(static_paths), baseline_rules=baseline_rules)
 
     # --- what is in force -----------------------------------------------------------------------------------
 
@@ -152,6 +156,11 @@ class TrustUpdates:
     def revocation_version(self) -> int | None:
         return self.authority.state.revocation_version
 
+    @property
+    def rules(self) -> RuleSet | None:
+        """The validation rules in force: the signed rule set, else the configured baseline (None: off)."""
+        return self.authority.state.rules
+
     def age_s(self, now: float) -> float | None:
         return self.authority.state.list_age_s(now)
 
@@ -159,20 +168,26 @@ class TrustUpdates:
         return self.authority.state.is_stale(now, max_age_s)
 
     def report(self, now: float, max_age_s: float | None) -> dict[str, int | float | bool | None]:
-        """What the device says about its lists on its status topic (None: no signed list of that kind yet)."""
+        """What the device says about its lists on its status topic (None: no signed list of that kind yet;
+        rule set version 0: the built-in or configured file's rules, None: rules off)."""
         state = self.authority.state
         age = state.list_age_s(now)
+        rules_age = None if state.rules is None else state.rules.age_s(now)
         return {
             "trust_list_version": state.list_version,
             "trust_list_age_s": None if age is None else round(age),
             "trust_stale": state.is_stale(now, max_age_s),
             "revocation_version": state.revocation_version,
+            "rule_set_version": None if state.rules is None else state.rules.version,
+            "rule_set_age_s": None if rules_age is None else round(rules_age),
         }
 
     # --- offers ------------------------------------------------------------------------------------------------
 
     def offer(self, document: bytes, source: str, now: float, expect: ListType | None = None) -> Acceptance:
-        """Accept ``document`` (a signed trust or revocation list) or refuse it with a reason. Never raises.
+        """Accept ``document`` (a signed trust list, revocation list or rule set) or refuse it, with a reason.
+
+        Never raises.
 
         ``source`` names the delivery for the log ("mqtt:<topic>", "file:<path>"); ``expect`` is the
         list type the delivery path carries (None: either, as in a drop directory).
@@ -199,7 +214,7 @@ class TrustUpdates:
 
     def _offer(self, document: bytes, now: float, expect: ListType | None) -> Acceptance:
         digest = hashlib.sha256(document).digest()
-        for list_type, in_force in ((ListType.TRUST_LIST, self._trust_list), (ListType.REVOCATION, self._revocation)):
+        for list_type, in_force in self._in_force().items():
             if in_force is not None and in_force.digest == digest and expect in (None, list_type):
                 return Acceptance(ListOutcome.UNCHANGED, list_type, in_force.version)
         max_bytes = _MAX_BY_TYPE[expect] if expect is not None else max(_MAX_BY_TYPE.values())
@@ -214,14 +229,21 @@ class TrustUpdates:
             raise ListRefused(ListOutcome.WRONG_TYPE, f"a {signed.type} where a {expect} was expected")
         if len(document) > _MAX_BY_TYPE[signed.type]:
             raise ListRefused(ListOutcome.TOO_LARGE, f"{len(document)} bytes, at most {_MAX_BY_TYPE[signed.type]}")
-        in_force = self._trust_list if signed.type is ListType.TRUST_LIST else self._revocation
+        in_force = self._in_force()[signed.type]
         if in_force is not None and signed.version <= in_force.version:
             raise ListRefused(ListOutcome.ROLLBACK, f"v{signed.version}, v{in_force.version} is in force")
         if now > signed.expires_at:
             raise ListRefused(ListOutcome.EXPIRED, f"expired at {signed.expires_at}")
         if signed.type is ListType.TRUST_LIST:
             return self._accept_trust_list(read_trust_list(signed), document)
+        if signed.type is ListType.RULE_SET:
+            return self._accept_rule_set(RuleSet(read_rule_set(signed), f"signed v{signed.version}"), document)
         return self._accept_revocation(read_revocation_list(signed, self._revocation), signed)
+
+    def _in_force(self) -> dict[ListType, TrustList | RevocationList | RuleSet | None]:
+        """The signed list of each type in force (a rule set from the configuration is not a signed one)."""
+        return {ListType.TRUST_LIST: self._trust_list, ListType.REVOCATION: self._revocation,
+                ListType.RULE_SET: self._rule_set}
 
     def _accept_trust_list(self, trust_list: TrustList, document: bytes) -> Acceptance:
         detail = f"{len(trust_list.store)} keys"
@@ -242,17 +264,27 @@ class TrustUpdates:
         if rotated:
             # The pins first: a power cut after this leaves the old list, which the old keys (now
             # retired, still accepted at start-up) signed; the retained message brings the new one again.
-            self._write(SIGNERS_FILE, [_encode_signers(trust_list.signers, retired)])
-        self._write(TRUST_LIST_FILE, [document], keep_previous_as=TRUST_LIST_LAST_GOOD)
+            self._state.write(SIGNERS_FILE, [encode_signers(trust_list.signers, retired)])
+        self._state.write(TRUST_LIST_FILE, [document], keep_previous_as=TRUST_LIST_LAST_GOOD)
 
     def _accept_revocation(self, revocation: RevocationList, signed: SignedList) -> Acceptance:
-        problem = self._persist(lambda: self._write(REVOCATION_FILE, encode_state(revocation), keep_previous_as=REVOCATION_LAST_GOOD))
+        problem = self._persist(lambda: self._state.write(REVOCATION_FILE, encode_state(revocation),
+                                                          keep_previous_as=REVOCATION_LAST_GOOD))
         self._revocation = revocation
         self.authority.update(revoked=revocation.index, revocation_version=revocation.version,
                               revocation_issued_at=revocation.issued_at)
         kind = signed.payload.get("kind")
         return Acceptance(ListOutcome.ACCEPTED, ListType.REVOCATION, revocation.version,
                           _join(f"{kind}, {len(revocation.index)} entries", problem))
+
+    def _accept_rule_set(self, rule_set: RuleSet, document: bytes) -> Acceptance:
+        problem = self._persist(lambda: self._state.write(RULE_SET_FILE, [document],
+                                                          keep_previous_as=RULE_SET_LAST_GOOD))
+        # In force even if it could not be saved, as a trust list: the province's new policy applies now.
+        self._rule_set = rule_set
+        self.authority.update(rules=rule_set)
+        return Acceptance(ListOutcome.ACCEPTED, ListType.RULE_SET, rule_set.version,
+                          _join(f"{len(rule_set)} rules of {rule_set.country}", problem))
 
     def _persist(self, save: Callable[[], None]) -> str | None:
         try:
@@ -310,106 +342,39 @@ class TrustUpdates:
 
     # --- the state directory -------------------------------------------------------------------------------------
 
-    def _write(self, name: str, chunks: Iterable[bytes | memoryview], keep_previous_as: str | None = None) -> None:
-        """Replace ``name`` atomically; with ``keep_previous_as`` the file it replaces is kept under that name."""
-        target = self._dir / name
-        fd, temporary = tempfile.mkstemp(dir=self._dir, prefix=f".{name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                for chunk in chunks:
-                    f.write(chunk)
-                f.flush()
-                os.fsync(f.fileno())
-            if keep_previous_as is not None and target.exists():
-                # A power cut between the two renames leaves only the previous list, as last good: start-up uses it.
-                os.replace(target, self._dir / keep_previous_as)
-            os.replace(temporary, target)
-        except BaseException:
-            with suppress(OSError):
-                os.unlink(temporary)
-            raise
-        directory_fd = os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(directory_fd)  # the renames themselves must survive a power cut
-        finally:
-            os.close(directory_fd)
-
-    def _load_signers(self, provisioned: SignerKeys) -> tuple[SignerKeys, SignerKeys, bool]:
-        """The pinned and retired list keys: from ``signers.cbor`` once a rotation wrote it, else as provisioned."""
-        path = self._dir / SIGNERS_FILE
-        try:
-            data = _read_bounded(path, _MAX_SIGNERS_FILE_BYTES)
-        except FileNotFoundError:
-            return provisioned, SignerKeys(), False
-        except (OSError, ValueError) as exc:
-            log.error("%s: unreadable (%s); using the provisioned trust-list signer keys", path, exc)
-            return provisioned, SignerKeys(), False
-        try:
-            saved = decode_cbor(data, "signers")
-            if not isinstance(saved, Mapping):
-                raise TrustStoreError("not a map")
-            pinned = SignerKeys.from_spki_list(saved.get("pinned"), f"{path}: pinned")
-            retired_items = saved.get("retired") or []
-            retired = SignerKeys.from_spki_list(retired_items, f"{path}: retired") if retired_items else SignerKeys()
-        except (Rejected, TrustStoreError) as exc:
-            log.error("%s: damaged (%s); using the provisioned trust-list signer keys", path, exc)
-            return provisioned, SignerKeys(), False
-        return pinned, retired, True
-
     def _load_trust_list(self, known_signers: SignerKeys) -> TrustList | None:
         """The current trust list file, else the last good one; each must verify against a key this device
         pinned (now or before a rotation) and read as a trust list. Expiry and version are not checked
         here: they decided whether to accept the list, and it is still the newest the gate has."""
-        for name in (TRUST_LIST_FILE, TRUST_LIST_LAST_GOOD):
-            path = self._dir / name
-            try:
-                document = _read_bounded(path, MAX_TRUST_LIST_BYTES)
-                trust_list = read_trust_list(open_signed_list(document, known_signers, MAX_TRUST_LIST_BYTES))
-            except FileNotFoundError:
-                continue
-            except (OSError, ValueError) as exc:
-                self._set_aside(path, str(exc))
-                continue
-            except ListRefused as refused:
-                self._set_aside(path, f"{refused.outcome}: {refused.detail}")
-                continue
-            log.info("trust list v%d in force from %s (%d keys)", trust_list.version, path, len(trust_list.store))
-            return trust_list
-        return None
+        loaded = self._state.load((TRUST_LIST_FILE, TRUST_LIST_LAST_GOOD), MAX_TRUST_LIST_BYTES, lambda document:
+                                  read_trust_list(open_signed_list(document, known_signers, MAX_TRUST_LIST_BYTES)))
+        if loaded is None:
+            return None
+        path, trust_list = loaded
+        log.info("trust list v%d in force from %s (%d keys)", trust_list.version, path, len(trust_list.store))
+        return trust_list
 
     def _load_revocation(self) -> RevocationList | None:
-        for name in (REVOCATION_FILE, REVOCATION_LAST_GOOD):
-            path = self._dir / name
-            try:
-                revocation = decode_state(_read_bounded(path, _MAX_REVOCATION_STATE_BYTES))
-            except FileNotFoundError:
-                continue
-            except (OSError, ValueError) as exc:
-                self._set_aside(path, str(exc))
-                continue
-            log.info("revocation list v%d in force from %s (%d entries)", revocation.version, path, len(revocation.index))
-            return revocation
-        log.info("no revocation list in force")
-        return None
+        loaded = self._state.load((REVOCATION_FILE, REVOCATION_LAST_GOOD), _MAX_REVOCATION_STATE_BYTES, decode_state)
+        if loaded is None:
+            log.info("no revocation list in force")
+            return None
+        path, revocation = loaded
+        log.info("revocation list v%d in force from %s (%d entries)", revocation.version, path, len(revocation.index))
+        return revocation
 
-    def _set_aside(self, path: Path, reason: str) -> None:
-        """Log a damaged state file and move it aside, so the next accepted list does not make it "last good"."""
-        damaged = path.with_name(path.name + ".damaged")
-        log.error("%s is unusable (%s); moved to %s, trying the last good one", path, reason, damaged.name)
-        with suppress(OSError):
-            os.replace(path, damaged)
-
-
-def _read_bounded(path: Path, limit: int) -> bytes:
-    with path.open("rb") as f:
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise ValueError(f"larger than {limit} bytes")
-    return data
-
-
-def _encode_signers(pinned: SignerKeys, retired: SignerKeys) -> bytes:
-    return cbor2.dumps({"pinned": pinned.spki_list(), "retired": retired.spki_list()})
+    def _load_rule_set(self, known_signers: SignerKeys) -> RuleSet | None:
+        """The signed rule set in force, re-verified and re-read (every Logic validated again) as a trust list is."""
+        limit = MAX_RULE_SET_DOCUMENT_BYTES
+        loaded = self._state.load((RULE_SET_FILE, RULE_SET_LAST_GOOD), limit, lambda document: read_rule_set(
+            open_signed_list(document, known_signers, limit)))
+        if loaded is None:
+            return None
+        path, content = loaded
+        rule_set = RuleSet(content, f"signed v{content.version}")
+        log.info("rule set v%d in force from %s (%d rules of %s)", rule_set.version, path, len(rule_set),
+                 rule_set.country)
+        return rule_set
 
 
 def _join(detail: str, problem: str | None) -> str:

@@ -67,6 +67,7 @@ ALL_TELEMETRY = f"{TOPIC_ROOT}/device/+/telemetry"
 # Province-wide, retained, written only by the trust-list issuer: every gate subscribes.
 TRUST_LIST_TOPIC = f"{TOPIC_ROOT}/province/trust-list"
 REVOCATION_TOPIC = f"{TOPIC_ROOT}/province/revocation"
+RULE_SET_TOPIC = f"{TOPIC_ROOT}/province/rules"  # the signed validation rule set (docs/rules.md)
 
 
 class CheckinEvent(BaseModel):
@@ -125,6 +126,13 @@ class DeviceStatus(BaseModel):
     trust_list_age_s: int | None = Field(None, description="Seconds since the trust list in force was issued.")
     trust_stale: bool | None = Field(None, description="The trust list in force is older than trust.max_age_h or past its expiry.")
     revocation_version: int | None = Field(None, description="Version of the revocation list in force.")
+    rule_set_version: int | None = Field(
+        None, description="Version of the validation rule set in force: 0 for the built-in set (or a configured file), "
+        "absent when validation rules are off.",
+    )
+    rule_set_age_s: int | None = Field(
+        None, description="Seconds since the signed rule set in force was issued (absent: not a signed one)."
+    )
     clock_synced: bool | None = Field(None, description="Whether the device clock is NTP/RTC-synchronised.")
     outbox_over_limit: bool | None = Field(None, description="The outbox is above its size limit (events are kept, not dropped).")
     storage_error: str | None = Field(
@@ -196,6 +204,12 @@ class Telemetry(BaseModel):
     accepted: int | None = Field(None, description="Presentations shown green since start.")
     rejected: int | None = Field(None, description="Presentations shown red since start (storage errors included).")
     storage_errors: int | None = Field(None, description="Check-ins that could not be stored since start (shown red).")
+    rule_set_version: int | None = Field(
+        None, description="Version of the validation rule set in force (0: built-in or a file; absent: rules off)."
+    )
+    rule_set_age_s: int | None = Field(
+        None, description="Seconds since the signed rule set in force was issued (absent: not a signed one)."
+    )
 
     def to_json(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()

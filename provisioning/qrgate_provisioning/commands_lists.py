@@ -1,6 +1,7 @@
-"""``qrgate-issuer trust-list``, ``revocation`` and ``publish``: build, sign and deliver the province's lists.
+"""``qrgate-issuer trust-list``, ``revocation``, ``rules``, ``publish``: build, sign and deliver the province's lists.
 
-``add_parsers(subparsers)`` registers the three commands on the issuer CLI; each handler is the
+``add_parsers(subparsers)`` registers the four commands on the issuer CLI (``rules publish`` is ``publish``
+for rule sets only: the same code); each handler is the
 parser's ``run`` default and returns the exit code: 0 done, 1 failed (message on stderr), 2 usage.
 """
 
@@ -14,17 +15,20 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
+from importlib import resources
 from pathlib import Path
 
 from qrgate.errors import TrustStoreError
 from qrgate.passes.revocation import HASH_BYTES, HashType, country_uci_hash, pass_id_hash, uci_hash
 from qrgate.passes.signed_list import ListType
-from qrgate.wire import REVOCATION_TOPIC, TRUST_LIST_TOPIC
+from qrgate.rules.policy import BUILTIN_RULE_SET
+from qrgate.wire import REVOCATION_TOPIC, RULE_SET_TOPIC, TRUST_LIST_TOPIC
 
 from .trustlist import (
     LIST_SIGNER_ALGORITHMS,
     build_revocation_delta,
     build_revocation_snapshot,
+    build_rule_set,
     build_trust_list,
     describe_list,
     entries_from_paths,
@@ -38,7 +42,10 @@ from .trustlist import (
 
 HOUR_S = 3_600
 DEFAULT_VALID_HOURS = 168.0  # a week: the hard end; gates call a list stale long before (trust.max_age_h)
-TOPICS = {ListType.TRUST_LIST: TRUST_LIST_TOPIC, ListType.REVOCATION: REVOCATION_TOPIC}
+DAY_S = 86_400
+DEFAULT_RULE_SET_VALID_DAYS = 90.0  # a gate refuses a rule set offered after this: publish the next one before
+TOPICS = {ListType.TRUST_LIST: TRUST_LIST_TOPIC, ListType.REVOCATION: REVOCATION_TOPIC,
+          ListType.RULE_SET: RULE_SET_TOPIC}
 
 # Input files of ``revocation build``: option stem -> how one line becomes (hash type, hash) pairs.
 # Lines are stripped; blank lines and lines starting with "#" are skipped.
@@ -56,6 +63,7 @@ _HASH_INPUTS: dict[str, tuple[str, Callable[[str], Iterable[tuple[HashType, byte
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     _add_trust_list(subparsers)
     _add_revocation(subparsers)
+    _add_rules(subparsers)
     _add_publish(subparsers)
 
 
@@ -208,6 +216,57 @@ def _hashed(line: str) -> tuple[HashType, bytes]:
     return HashType(name), digest
 
 
+# --- rules --------------------------------------------------------------------------------------------------------
+
+
+def _add_rules(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "rules", help="build, sign and publish the validation rule set (which certificates are green)",
+        description="A rule set is the province's policy as EU-DCC business rules in CertLogic, each naming the "
+        "reason a gate shows when it fails (docs/rules.md). Gates accept it like a trust list: signed by a list key "
+        "they pin, newer than the one in force, not expired.",
+    )
+    commands = parser.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")
+    build = commands.add_parser(
+        "build", help="sign a rule set",
+        description="Sign the rule-set JSON of --source (default: the built-in Vietnam 2021-22 set) as version N. "
+        "Every rule is checked as a gate checks it; one invalid rule fails the build.",
+    )
+    build.add_argument("--source", type=Path, default=_builtin_source(), metavar="FILE.json",
+                       help=f"the rule set as JSON (default: qrgate's built-in {BUILTIN_RULE_SET})")
+    build.add_argument("--version", required=True, type=_positive_int, metavar="N", help="higher than any published")
+    build.add_argument("--valid-days", type=_positive_float, default=DEFAULT_RULE_SET_VALID_DAYS, metavar="D",
+                       help=f"days until gates refuse it when offered (default {DEFAULT_RULE_SET_VALID_DAYS:g})")
+    build.add_argument("--signer", required=True, type=Path, metavar="KEY.pem", help="a list key's private PEM")
+    build.add_argument("--out", required=True, type=Path, metavar="FILE")
+    build.set_defaults(run=_run_rules_build)
+    publish = commands.add_parser(
+        "publish", help="deliver a signed rule set: MQTT (retained) or a drop directory",
+        description=f"Publish FILE retained on {RULE_SET_TOPIC} (QoS 1), or copy it atomically into a gate's drop "
+        "directory. The same as `publish`, for rule sets only.",
+    )
+    _publish_arguments(publish, ListType.RULE_SET)
+
+
+def _builtin_source() -> Path:
+    return Path(str(resources.files("qrgate").joinpath("data", BUILTIN_RULE_SET)))
+
+
+def _run_rules_build(args: argparse.Namespace) -> int:
+    try:
+        signer = load_list_signer(args.signer)
+        content = args.source.read_text(encoding="utf-8")
+        issued_at = int(time.time())
+        expires_at = issued_at + int(args.valid_days * DAY_S)
+        document = build_rule_set(signer, content, version=args.version, issued_at=issued_at, expires_at=expires_at)
+        _write_atomically(args.out, document)
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        return _fail(exc)
+    print(f"rule set v{args.version} from {args.source}: expires {_iso(expires_at)}, {len(document)} bytes "
+          f"-> {args.out}")
+    return 0
+
+
 # --- publish ------------------------------------------------------------------------------------------------------
 
 
@@ -218,7 +277,13 @@ def _add_publish(subparsers: argparse._SubParsersAction) -> None:
         "retained, deltas not, so a gate connecting later gets the latest full list), or copy it atomically into "
         "a gate's drop directory. The list is read, not verified: gates verify it.",
     )
-    parser.add_argument("file", type=Path, metavar="FILE", help="a list written by trust-list build or revocation build")
+    _publish_arguments(parser, None)
+
+
+def _publish_arguments(parser: argparse.ArgumentParser, only: ListType | None) -> None:
+    """The options of ``publish`` (``only``: None) and ``rules publish`` (``only``: a rule set)."""
+    parser.add_argument("file", type=Path, metavar="FILE",
+                        help="a list written by trust-list build, revocation build or rules build")
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--mqtt-host", metavar="HOST", help="the province broker")
     target.add_argument("--to-dir", type=Path, metavar="DIR", help="a drop directory (file delivery)")
@@ -229,17 +294,19 @@ def _add_publish(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--key-file", metavar="PEM", help="client private key (with --tls)")
     parser.add_argument("--username", help="MQTT username")
     parser.add_argument("--password-file", type=Path, metavar="FILE", help="file holding the MQTT password")
-    parser.add_argument("--topic", help=f"override the topic ({TRUST_LIST_TOPIC}, {REVOCATION_TOPIC})")
+    parser.add_argument("--topic", help=f"override the topic ({', '.join(TOPICS.values())})")
     parser.add_argument("--retain", action=argparse.BooleanOptionalAction, default=None,
                         help="override retention (default: retained unless a revocation delta)")
     parser.add_argument("--timeout", type=_positive_float, default=30.0, metavar="S", help="seconds to wait for the broker")
-    parser.set_defaults(run=_run_publish)
+    parser.set_defaults(run=_run_publish, only=only)
 
 
 def _run_publish(args: argparse.Namespace) -> int:
     try:
         document = args.file.read_bytes()
         about = describe_list(document)
+        if args.only is not None and about["type"] is not args.only:
+            raise ValueError(f"{args.file}: a {about['type']}, not a {args.only}")
     except (OSError, ValueError) as exc:
         return _fail(exc)
     name = f"{about['type']}-v{about['version']:010d}.cose"

@@ -1,9 +1,9 @@
-"""Build and sign the province's lists for its gates: the trust list, and revocation snapshots and deltas.
+"""Build and sign the province's lists for its gates: the trust list, revocation snapshots and deltas, rule sets.
 
 The formats are defined by the gate (``qrgate.passes.trust_list``, ``qrgate.passes.revocation``,
-envelope in ``qrgate.passes.signed_list``); this module writes them, signs them with a list key
-(ES256 or Ed25519, a COSE_Sign1 made by ``mint.sign1``), and reads each one back with the gate's own
-code before returning it, so the issuer cannot publish a list that every gate would refuse.
+``qrgate.rules.rule_set``, envelope in ``qrgate.passes.signed_list``); this module writes them, signs them with
+a list key (ES256 or Ed25519, a COSE_Sign1 made by ``mint.sign1``), and reads each one back with the gate's
+own code before returning it, so the issuer cannot publish a list that every gate would refuse.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import cbor2
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-
 from qrgate.errors import TrustStoreError
 from qrgate.passes import dcc, qrgate_pass
 from qrgate.passes.algorithms import NAMES
@@ -40,6 +39,7 @@ from qrgate.passes.revocation import (
 from qrgate.passes.signed_list import ListRefused, ListType, SignerKey, SignerKeys, open_signed_list
 from qrgate.passes.trust import CERTIFICATE_SUFFIXES, KEY_FILE_SUFFIX, TrustedKey, TrustStore
 from qrgate.passes.trust_list import MAX_TRUST_LIST_BYTES, read_trust_list
+from qrgate.rules.rule_set import MAX_RULE_SET_DOCUMENT_BYTES, read_rule_set
 
 from .keys import IssuerKey, generate_private_key, load_issuer_key, private_key_pem
 from .mint import sign1
@@ -256,6 +256,24 @@ def pass_hashes(text: str) -> dict[HashType, bytes]:
     raise ValueError("not an HC1: or QG1: pass")
 
 
+# --- rule sets ----------------------------------------------------------------------------------------------------
+
+
+def build_rule_set(signer: IssuerKey, content: str, *, version: int, issued_at: int, expires_at: int) -> bytes:
+    """The signed rule set: ``content`` is the rule set's JSON text (as ``qrgate/data/rules-vn-2021.json``),
+    signed exactly as written. ValueError if a gate would refuse it (every rule's Logic is validated)."""
+    payload = {
+        "type": str(ListType.RULE_SET),
+        "version": version,
+        "issued_at": issued_at,
+        "expires_at": expires_at,
+        "content": content,
+    }
+    document = _signed(signer, payload)
+    _check(lambda: read_rule_set(open_signed_list(document, _signer_keys(signer), MAX_RULE_SET_DOCUMENT_BYTES)))
+    return document
+
+
 # --- reading a list back (for publishing) --------------------------------------------------------------------------
 
 
@@ -271,7 +289,7 @@ def describe_list(document: bytes) -> dict[str, Any]:
         raise ValueError(f"not a signed qrgate list ({rejected.detail})") from None
     if (not isinstance(payload, Mapping) or payload.get("type") not in {str(t) for t in ListType}
             or type(payload.get("version")) is not int):
-        raise ValueError("not a qrgate trust list or revocation list")
+        raise ValueError("not a qrgate trust list, revocation list or rule set")
     return {"type": ListType(payload["type"]), "version": payload["version"], "kind": payload.get("kind")}
 
 

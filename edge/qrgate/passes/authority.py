@@ -74,7 +74,7 @@ class TrustAuthority:
         self._write_lock = threading.Lock()
 
     @classmethod
-    def of_store(cls, store: TrustStore, rules: RuleSet | None = None) -> "TrustAuthority":
+    def of_store(cls, store: TrustStore, rules: RuleSet | None = None) -> TrustAuthority:
         """A fixed authority over static anchors and ``rules`` (None: no validation rules), with no signed
         lists (``qrgate verify``, a gate without list keys, tests, bench)."""
         return cls(TrustState(store, rules=rules))

@@ -97,7 +97,7 @@ class _Identifier:
 class RuleSet:
     """An accepted rule set: immutable, thread-safe, judged once per presentation of a DCC."""
 
-    __slots__ = ("_content", "_source", "_value_sets", "_by_type")
+    __slots__ = ("_by_type", "_content", "_source", "_value_sets")
 
     def __init__(self, content: RuleSetContent, source: str) -> None:
         """``content`` as ``rule_set.py`` read it; ``source`` names it for logs ("built-in", a path, "signed v3")."""
@@ -217,7 +217,7 @@ def _passes(rule: Rule, data: Mapping[str, Any]) -> bool:
         return evaluate(rule.logic, data) is True
     except CertLogicError:
         return False
-    except Exception:  # noqa: BLE001 - an evaluator fault on a hostile payload must fail closed, not end the gate
+    except Exception:  # an evaluator fault on a hostile payload must fail closed, not end the gate
         log.exception("rule %s: the evaluator failed; the rule counts as failed", rule.label)
         return False
 
@@ -246,7 +246,7 @@ def _date_key(value: Any) -> str:
     return value[:10] if isinstance(value, str) else ""
 
 
-def _iso(epoch: float | int | None) -> str | None:
+def _iso(epoch: float | None) -> str | None:
     """Epoch seconds as CertLogic's ``YYYY-MM-DDThh:mm:ssZ``; None when it is no representable time."""
     try:
         return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(epoch)))  # type: ignore[arg-type]

@@ -182,11 +182,11 @@ def _value_sets(value_sets: Any) -> dict[str, tuple[str, ...]]:
     out: dict[str, tuple[str, ...]] = {}
     for name, codes in value_sets.items():
         if not _VALUE_SET_NAME.fullmatch(name):
-            raise ListRefused(ListOutcome.MALFORMED, f"value set name {name!r}: letters, digits, '.', '_', '-' (1-64)")
+            raise _malformed(f"value set name {name!r}", "letters, digits, '.', '_', '-' (1 to 64)")
         if not isinstance(codes, list) or len(codes) > MAX_VALUE_SET_CODES:
-            raise ListRefused(ListOutcome.MALFORMED, f"value_sets.{name} must be an array of at most {MAX_VALUE_SET_CODES} codes")
+            raise _malformed(f"value_sets.{name}", f"must be an array of at most {MAX_VALUE_SET_CODES} codes")
         if not all(_text(code, MAX_CODE_CHARS) for code in codes):
-            raise ListRefused(ListOutcome.MALFORMED, f"value_sets.{name}: every code is text of 1 to {MAX_CODE_CHARS} characters")
+            raise _malformed(f"value_sets.{name}", f"every code is text of 1 to {MAX_CODE_CHARS} characters")
         out[name] = tuple(codes)
     return out
 
@@ -198,7 +198,7 @@ def _rule(item: Any, index: int, country: str) -> Rule:
     identifier = item.get("Identifier")
     match = _IDENTIFIER.fullmatch(identifier) if isinstance(identifier, str) else None
     if match is None:
-        raise ListRefused(ListOutcome.MALFORMED, f"{where}: Identifier must look like VR-VN-0001 (GR, VR, TR, RR or IR)")
+        raise _malformed(where, "Identifier must look like VR-VN-0001 (GR, VR, TR, RR or IR)")
     where = f"{where} {identifier}"
     check_fields(item, _RULE_FIELDS, where)
 
@@ -222,7 +222,8 @@ def _rule(item: Any, index: int, country: str) -> Rule:
         raise fail("Engine must be CERTLOGIC")
     if _semver(item.get("EngineVersion"), where, "EngineVersion")[0] > 1:
         raise fail("EngineVersion: this gate evaluates CertLogic 1.x")
-    valid_from, valid_to = _time(item.get("ValidFrom"), where, "ValidFrom"), _time(item.get("ValidTo"), where, "ValidTo")
+    valid_from = _time(item.get("ValidFrom"), where, "ValidFrom")
+    valid_to = _time(item.get("ValidTo"), where, "ValidTo")
     if valid_to <= valid_from:
         raise fail("ValidTo is not after ValidFrom")
     fields = item.get("AffectedFields")
