@@ -17,13 +17,18 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from qrgate.commands import verify
 from qrgate.passes.verdict import PassFormat, Reason, Verdict
-from qrgate_provisioning.dcc_test_issuer import dcc_test_set, fake_vaccination_payload
+from qrgate_provisioning.dcc_test_issuer import (
+    RULE_CASE_REASONS,
+    dcc_rule_cases,
+    dcc_test_set,
+    fake_vaccination_payload,
+)
 from qrgate_provisioning.keys import new_issuer_key, trust_entry, trust_file
 from qrgate_provisioning.mint import mint_dcc_pass, mint_qrgate_pass
 
 NOW = 1_767_225_600
 AT = "2026-01-01T00:00:00Z"
-REPORT_KEYS = {"verdict", "reason", "detail", "format", "issuer", "kid", "expires"}
+REPORT_KEYS = {"verdict", "reason", "detail", "format", "issuer", "kid", "expires", "rules"}
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +60,7 @@ def test_an_accepted_pass_prints_its_verdict_and_exits_0(capsys, test_set, trust
     ps256 = test_set.trusted[0]
     assert report | {"expires": None} == {
         "verdict": "accepted", "reason": "accepted", "detail": None, "format": "dcc", "issuer": "VN",
-        "kid": base64.b64encode(ps256.kid).decode(), "expires": None,
+        "kid": base64.b64encode(ps256.kid).decode(), "expires": None, "rules": None,
     }
     assert report["expires"] == "2026-06-30T00:00:00Z"  # minted to expire 180 days after NOW
 
@@ -175,7 +180,8 @@ def qg_trust(tmp_path_factory):
 
 @pytest.mark.parametrize("prefix", ["HC1:", "QG1:"])
 @pytest.mark.parametrize("exp", [1e300, 10**12, 2**64, -1e300])
-def test_an_absurd_expiry_is_reported_malformed_with_exit_1(capsys, test_set, trust_dir, qg_trust, prefix, exp) -> None:
+def test_an_absurd_expiry_is_reported_malformed_with_exit_1(capsys, test_set, trust_dir, qg_trust, prefix,
+                                                            exp) -> None:
     text = _signed(prefix, NOW - 60, exp, test_set)
     code, report, err = run_verify(capsys, "--trust", str(trust_dir), "--trust", str(qg_trust), "--at", AT, text)
     assert (code, report["verdict"], report["reason"], report["detail"]) == (1, "rejected", "malformed", "claims")
@@ -205,3 +211,62 @@ def test_the_report_prints_any_expiry(value) -> None:
     report = verify._report(Verdict(Reason.MALFORMED, PassFormat.DCC, expires=value))
     assert report["expires"] in (None, "1970-01-01T00:00:00Z", "2026-01-01T00:00:00Z")
     assert (report["expires"] is None) == (value not in (0, NOW))
+
+
+# --- --rules: the validation rules a gate applies -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rule_cases(test_set):
+    return dcc_rule_cases(test_set.trusted[1], NOW)
+
+
+@pytest.mark.parametrize("case", sorted(RULE_CASE_REASONS))
+def test_builtin_rules_judge_each_case_and_report_the_rule(capsys, rule_cases, trust_dir, case) -> None:
+    code, report, _ = run_verify(capsys, "--trust", str(trust_dir), "--at", AT, "--rules", "builtin", rule_cases[case])
+    expected = RULE_CASE_REASONS[case]
+    assert (code, report["reason"]) == (0 if expected == "accepted" else 1, expected)
+    assert report["rules"] == {"version": 0, "reason": expected, "rule": report["detail"]}
+    assert (report["detail"] is None) == (expected == "accepted")
+    if expected != "accepted":
+        assert report["detail"].split("-")[1] == "VN"  # a rule Identifier such as TR-VN-0002, nothing of the pass
+
+
+def test_without_rules_a_genuine_positive_test_is_accepted_and_no_rules_are_reported(capsys, rule_cases, trust_dir):
+    code, report, _ = run_verify(capsys, "--trust", str(trust_dir), "--at", AT, rule_cases["test_positive"])
+    assert (code, report["reason"], report["rules"]) == (0, "accepted", None)
+
+
+def test_rules_are_not_reported_for_a_pass_they_never_judged(capsys, test_set, trust_dir) -> None:
+    code, report, _ = run_verify(capsys, "--trust", str(trust_dir), "--at", AT, "--rules", "builtin",
+                                 test_set.passes["expired"])
+    assert (code, report["reason"], report["rules"]) == (1, "expired", None)
+
+
+def test_a_rule_set_json_file_is_read(capsys, rule_cases, trust_dir, tmp_path) -> None:
+    from importlib import resources
+
+    # The built-in set with the PCR window cut from 72 h to 12 h: the 24 h-old PCR test is now too old.
+    document = json.loads(resources.files("qrgate").joinpath("data", "rules-vn-2021.json").read_text())
+    [pcr_rule] = [rule for rule in document["rules"] if rule["Identifier"] == "TR-VN-0004"]
+    pcr_rule["Logic"] = json.loads(json.dumps(pcr_rule["Logic"]).replace("72", "12"))
+    path = tmp_path / "rules.json"
+    path.write_text(json.dumps(document))
+    code, report, _ = run_verify(capsys, "--trust", str(trust_dir), "--at", AT, "--rules", str(path),
+                                 rule_cases["test_negative_pcr"])
+    assert (code, report["reason"], report["detail"]) == (1, "test_too_old", "TR-VN-0004")
+    assert run_verify(capsys, "--trust", str(trust_dir), "--at", AT, "--rules", str(path),
+                      rule_cases["test_negative_rapid"])[0] == 0
+
+
+@pytest.mark.parametrize(("content", "message"), [("{", "rules.json"), ('{"country": "VN"}', "rules.json")])
+def test_an_unusable_rule_set_is_a_usage_error(capsys, tmp_path, content, message) -> None:
+    path = tmp_path / "rules.json"
+    path.write_text(content)
+    code, report, err = run_verify(capsys, "--rules", str(path), "HC1:ABC")
+    assert (code, report) == (2, None) and message in err
+
+
+def test_a_missing_rule_set_is_a_usage_error(capsys, tmp_path) -> None:
+    code, report, err = run_verify(capsys, "--rules", str(tmp_path / "absent.json"), "HC1:ABC")
+    assert (code, report) == (2, None) and "absent.json" in err

@@ -1,8 +1,12 @@
 """``qrgate verify``: verify one pass the way the gate would, and print the verdict as JSON.
 
-For technicians: check a visitor's pass, a freshly minted batch, or a trust directory, offline.
-Prints one JSON object (verdict, reason, detail, format, issuer, kid, expires) and exits 0 if the
+For technicians: check a visitor's pass, a freshly minted batch, a trust directory or a rule set, offline.
+Prints one JSON object (verdict, reason, detail, format, issuer, kid, expires, rules) and exits 0 if the
 pass is accepted, 1 if it is rejected, 2 on a usage error (message on stderr).
+
+Validation rules apply only with ``--rules``: without it the command checks what the EU DCC test vectors
+check (signature, key usage, dates, revocation), and agrees with every one of them; their validation
+clocks and products are not Vietnam's policy, which would refuse most of them.
 """
 
 from __future__ import annotations
@@ -14,9 +18,14 @@ import time
 from datetime import datetime, timezone
 
 from ..errors import TrustStoreError
+from ..passes.authority import TrustAuthority
+from ..passes.signed_list import SignerKeys
 from ..passes.trust import TrustStore
 from ..passes.verdict import Verdict
 from ..passes.verifier import PassVerifier
+from ..rules.policy import RuleSet, RuleSetError, builtin_rule_set, load_rule_set
+
+BUILTIN = "builtin"
 
 EXIT_ACCEPTED, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
 
@@ -26,7 +35,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "verify",
         help="verify one pass offline and print the verdict as JSON",
         description="Verify one pass (its QR text, or a photo of it) against trust anchors, as the gate does. "
-        "Exit 0 if accepted, 1 if rejected, 2 on a usage error.",
+        "Exit 0 if accepted, 1 if rejected, 2 on a usage error. Without --rules no validation rules are "
+        "applied (signature, key usage, dates only), as the EU DCC test vectors expect; the gate itself "
+        "applies its rules.baseline (the built-in set unless configured otherwise): give --rules builtin "
+        "to judge a DCC as a default gate does.",
     )
     parser.add_argument("text", nargs="?", help="the QR text, e.g. 'HC1:...' or 'QG1:...'")
     parser.add_argument("--image", metavar="FILE", help="read the QR code from this image instead of TEXT")
@@ -37,6 +49,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--at", metavar="ISO8601", type=_instant, help="verify as of this time (default: now)")
     parser.add_argument("--clock-skew", metavar="SECONDS", type=int, default=300,
                         help="tolerance for issued-at in the future and for expiry (default: 300)")
+    parser.add_argument(
+        "--rules", metavar="PATH|builtin",
+        help="judge a genuine DCC by these validation rules: a rule-set JSON file, a signed rule-set document "
+        "(needs --signers), or 'builtin' (Vietnam's 2021-22 policy shipped with qrgate); default: no rules",
+    )
+    parser.add_argument("--signers", metavar="DIR",
+                        help="the province's list signing public keys (*.pem), to verify a signed --rules document")
     parser.set_defaults(run=run)
     return parser
 
@@ -46,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         return _usage("give the pass TEXT or --image FILE, not both and not neither")
     try:
         trust = TrustStore.from_paths(args.trust)
-    except TrustStoreError as exc:
+        rules = _rule_set(args.rules, args.signers)
+    except (TrustStoreError, RuleSetError) as exc:
         return _usage(str(exc))
     if args.image is not None:
         try:
@@ -56,12 +76,24 @@ def run(args: argparse.Namespace) -> int:
     else:
         text = args.text
     at = args.at if args.at is not None else time.time()
-    verdict = PassVerifier(trust, clock_skew_s=args.clock_skew).verify(text, at)
+    verdict = PassVerifier(TrustAuthority.of_store(trust, rules), clock_skew_s=args.clock_skew).verify(text, at)
     print(json.dumps(_report(verdict)))
     return EXIT_ACCEPTED if verdict.accepted else EXIT_REJECTED
 
 
+def _rule_set(name: str | None, signers_dir: str | None) -> RuleSet | None:
+    if name is None:
+        return None
+    if name == BUILTIN:
+        return builtin_rule_set()
+    signers = SignerKeys.from_pem_dir(signers_dir) if signers_dir is not None else None
+    return load_rule_set(name, signers)
+
+
 def _report(verdict: Verdict) -> dict[str, object]:
+    rules = None
+    if verdict.rules_version is not None:  # the rules judged this DCC: what they said, and which rule failed
+        rules = {"version": verdict.rules_version, "reason": str(verdict.reason), "rule": verdict.detail}
     return {
         "verdict": "accepted" if verdict.accepted else "rejected",
         "reason": str(verdict.reason),
@@ -70,6 +102,7 @@ def _report(verdict: Verdict) -> dict[str, object]:
         "issuer": verdict.issuer,
         "kid": verdict.kid,
         "expires": iso_time(verdict.expires),
+        "rules": rules,
     }
 
 

@@ -60,6 +60,8 @@ class Verdict:
     initials: str | None = None  # display initials of a qrgate pass, only set when accepted
     detail: str | None = None  # which step failed, for technicians ("base45", "zlib", "cbor", ...); never personal data
     trust_stale: bool = False  # the signed trust list in force was stale when this pass was verified
+    rules_version: int | None = None  # the validation rule set that judged this DCC; None: no rules applied
+    rules_read_clock: bool = False  # the rules' verdict compared the certificate's dates with the wall clock
 
     @property
     def accepted(self) -> bool:

@@ -1,8 +1,10 @@
 """One QR text in, one Verdict out: offline, bounded, and never an exception for bad input.
 
 Each format is the same pipeline: prefix, transport decoding, COSE_Sign1, trusted key by kid,
-signature, then (only once the signature holds) the claims, revocation and the validity window.
-What is trusted comes from a ``TrustAuthority``: static anchors, or signed lists swapped in while running.
+signature, then (only once the signature holds) the claims, revocation and the validity window; a DCC
+that is genuine, unrevoked and in force then meets the validation rules in force, if any (a positive
+test or dose 1 of 2 is genuine and still red). What is trusted comes from a ``TrustAuthority``: static
+anchors, or signed lists swapped in while running, and the rule set beside them.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from dataclasses import dataclass
 
 from . import cwt, dcc, qrgate_pass
 from .authority import StalePolicy, TrustAuthority, TrustState
-from .codec import MAX_TEXT_CHARS
 from .cccd import CccdPolicy, read_cccd
+from .codec import MAX_TEXT_CHARS
 from .cose import Sign1, decode_sign1, verifying_keys
 from .rejection import Rejected
 from .revocation import RevocationIndex
@@ -47,6 +49,8 @@ class PassVerifier:
     (fixed anchors). ``max_age_s`` and ``stale_policy`` say what a stale signed trust list means
     (``TrustState.is_stale``): with FLAG every verdict on a pass carries ``trust_stale=True``; with
     REFUSE a pass that would be accepted is rejected as ``trust_stale`` instead (and flagged too).
+    The validation rules are the state's too (``TrustState.rules``; ``TrustAuthority.of_store(store, rules)``
+    for fixed anchors): a DCC they refuse gets the failing rule's reason, and its Identifier as ``detail``.
     """
 
     def __init__(
@@ -88,12 +92,20 @@ class PassVerifier:
             contents = spec.read_contents(cwt.decode_claims(sign1.payload), keys)
         except Rejected as rejected:
             return Verdict(rejected.reason, spec.format, kid=kid, detail=rejected.detail, trust_stale=stale)
+        rules_version, rules_read_clock = None, False
         if state.revoked and spec.is_revoked(state.revoked, sign1, contents):
             # Revoked outranks the dates: the issuer withdrew this pass whatever its validity window says.
             reason, detail = Reason.REVOKED, "revocation_list"
         else:
             reason = cwt.time_verdict(contents.issued_at, contents.expires, at, self._clock_skew_s)
             detail = None if reason is Reason.ACCEPTED else ("iat" if reason is Reason.NOT_YET_VALID else "exp")
+            if reason is Reason.ACCEPTED and state.rules is not None and contents.dcc_payload is not None:
+                # The payload (name and birth date included) is read here and goes no further: the
+                # verdict keeps the failing rule's id, never a field of the certificate.
+                outcome = state.rules.judge(contents.dcc_payload, at=at, iat=contents.issued_at,
+                                            exp=contents.expires, country=contents.issuer)
+                reason, detail = outcome.reason, outcome.rule_id
+                rules_version, rules_read_clock = state.rules.version, outcome.depends_on_clock
             if reason is Reason.ACCEPTED and stale and self._refuse_stale:
                 reason, detail = Reason.TRUST_STALE, "trust_list_age"
         accepted = reason is Reason.ACCEPTED
@@ -108,9 +120,13 @@ class PassVerifier:
             initials=contents.initials if accepted else None,
             detail=detail,
             trust_stale=stale,
+            rules_version=rules_version,
+            rules_read_clock=rules_read_clock,
         )
 
-    def _trusted_keys(self, store: TrustStore, kid: bytes, pass_format: PassFormat, at: float) -> tuple[TrustedKey, ...]:
+    def _trusted_keys(
+        self, store: TrustStore, kid: bytes, pass_format: PassFormat, at: float
+    ) -> tuple[TrustedKey, ...]:
         keys = store.keys_for(kid)
         if not keys:
             raise Rejected(Reason.UNKNOWN_ISSUER, "kid")
