@@ -20,8 +20,12 @@ from qrgate.feedback import GateFeedback, Outcome
 from qrgate.frames.base import Frame
 from qrgate.gate import STORAGE_ERROR, Gate, Presentation
 from qrgate.outbox import Outbox
-from qrgate.passes.trust import TrustStore
+from qrgate.passes.authority import TrustAuthority
+from qrgate.passes.trust import TrustedKey, TrustStore
 from qrgate.passes.verifier import PassVerifier
+from qrgate.rules.policy import builtin_rule_set
+from qrgate.wire import CheckinEvent
+from qrgate_provisioning.dcc_test_issuer import RULE_CASE_REASONS, dcc_rule_cases, new_dcc_test_issuer
 from qrgate_provisioning.keys import new_issuer_key, trust_entry
 from qrgate_provisioning.mint import mint_qrgate_pass
 
@@ -163,3 +167,48 @@ def test_an_unsynchronised_clock_is_flagged_or_refused_by_policy(policy_gate, is
     assert (presentation.reason, presentation.outcome) == (reason, outcome)
     assert presentation.event.clock_synced is False
     assert (presentation.event.subject_id is not None) == (policy == "accept_and_flag")
+
+
+# --- validation rules, through to the stored event ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rule_gate_passes():
+    """The test DCC issuer's rule cases (ES256: small enough for code_frame), and a store trusting it."""
+    now = ManualClock().wall()
+    issuer = new_dcc_test_issuer("ES256", now)
+    return dcc_rule_cases(issuer, now), TrustStore([TrustedKey.from_certificate(issuer.certificate, "test")])
+
+
+@pytest.mark.parametrize("case", [
+    "test_positive", "vaccination_incomplete", "test_too_old_pcr", "recovery_expired",
+    "vaccination_complete", "test_negative_pcr", "test_negative_rapid", "recovery_valid",
+])
+def test_the_builtin_rules_decide_the_light_and_the_stored_event(policy_gate, rule_gate_passes, case):
+    passes, store = rule_gate_passes
+    gate, outbox, seen = policy_gate(trust=TrustAuthority.of_store(store, builtin_rule_set()))
+    gate.process(Frame(code_frame(passes[case]), 0.0, 0))
+    [presentation] = seen
+    expected = RULE_CASE_REASONS[case]
+    assert presentation.reason == expected
+    assert presentation.outcome is (Outcome.ACCEPTED if expected == "accepted" else Outcome.REJECTED)
+    [stored] = outbox.pending(5)
+    event = CheckinEvent.from_json(stored.payload)
+    assert (event.verdict, event.reason, event.format) == (
+        "accepted" if expected == "accepted" else "rejected", expected, "dcc")
+    assert event.pass_id == presentation.verdict.pass_id and event.issuer == "VN"
+    # The certificate's content never reaches the outbox, nor the failing rule's id (a technician's detail).
+    text = stored.payload.decode()
+    assert "Nguy" not in text and "1990-01-01" not in text and "-VN-0" not in text
+
+
+@pytest.mark.parametrize("policy, reason", [("accept_and_flag", "test_too_old"), ("refuse", "clock_unsynchronised")])
+def test_a_rule_verdict_on_an_unsynchronised_clock_follows_the_clock_policy(policy_gate, rule_gate_passes, policy,
+                                                                             reason):
+    passes, store = rule_gate_passes
+    gate, outbox, seen = policy_gate(trust=TrustAuthority.of_store(store, builtin_rule_set()),
+                                     clock=ManualClock(synchronised=False), clock_policy=policy)
+    gate.process(Frame(code_frame(passes["test_too_old_pcr"]), 0.0, 0))
+    [presentation] = seen
+    assert (presentation.reason, presentation.outcome, presentation.event.reason) == (reason, Outcome.REJECTED, reason)
+    assert presentation.event.clock_synced is False
