@@ -1,7 +1,8 @@
 """The demo gate: a whole check-in point on one machine.
 
 It starts its own Mosquitto on a free loopback port and mints a demo issuer with its passes. Then it runs
-the real daemon (``GateService``) on the synthetic gate scene with gpiozero's mock pins. A subscriber on
+the real daemon (``GateService``) on the synthetic gate scene with gpiozero's mock pins, judging DCCs by
+the built-in validation rules (Vietnam's 2021-22 policy): a genuine positive test or dose 1 of 2 is red. A subscriber on
 the broker plays the provincial backend. The terminal shows the LEDs and buzzer, each verdict and each
 event that reaches the subscriber, and a summary at the end. Nothing here is a stand-in for the
 daemon's own code: the demo only builds the inputs and watches the outputs.
@@ -51,7 +52,7 @@ class DemoVisitor:
 
 def demo_visitors(trust_dir: Path, now: float) -> list[DemoVisitor]:
     """Mint a demo issuer and write its trust anchors into ``trust_dir``; return the visitor queue."""
-    from qrgate_provisioning.dcc_test_issuer import dcc_test_set
+    from qrgate_provisioning.dcc_test_issuer import dcc_rule_cases, dcc_test_set
     from qrgate_provisioning.keys import new_issuer_key, trust_entry, trust_file
     from qrgate_provisioning.mint import mint_qrgate_pass
     from cryptography.hazmat.primitives import serialization
@@ -77,6 +78,8 @@ def demo_visitors(trust_dir: Path, now: float) -> list[DemoVisitor]:
         )
 
     twice = qrgate_pass(province_ed, 1009, "T.V.H")
+    # Genuine and in force, signed by a trusted issuer: only the validation rules refuse these two.
+    rule_cases = dcc_rule_cases(dcc.trusted[1], now)
     return [
         DemoVisitor("vaccine passport HC1, PS256", dcc.passes["valid_ps256"], "accepted"),
         DemoVisitor("qrgate pass, Ed25519, printed card", qrgate_pass(province_ed, 1001, "N.T.A"), "accepted", "paper"),
@@ -86,6 +89,9 @@ def demo_visitors(trust_dir: Path, now: float) -> list[DemoVisitor]:
         DemoVisitor("qrgate pass, ES256", qrgate_pass(province_es, 1002, "L.M"), "accepted"),
         DemoVisitor("forged vaccine passport", dcc.passes["forged"], "bad_signature"),
         DemoVisitor("pass from an unknown issuer", qrgate_pass(stranger, 1003, "P.Q"), "unknown_issuer", "paper"),
+        DemoVisitor("test certificate HC1, positive result", rule_cases["test_positive"], "test_positive"),
+        DemoVisitor("vaccine passport HC1, dose 1 of 2", rule_cases["vaccination_incomplete"],
+                    "vaccination_incomplete"),
         DemoVisitor("qrgate pass, printed card", twice, "accepted", "paper"),
         DemoVisitor("the same person again", twice, "accepted", "paper"),
     ]
@@ -168,6 +174,7 @@ def _run_with_broker(broker: MosquittoBroker, root: Path, *, headless: bool, as_
         "device": {"id": "gate-demo-01", "site_id": "demo-market", "gate": "main", "direction": "in"},
         "camera": {"source": "usb" if camera == "usb" else "synthetic"},
         "trust": {"paths": [str(root / "trust")]},
+        "rules": {"baseline": "builtin"},  # the gate's default, said here because the demo's visitors depend on it
         "feedback": {"mock_pins": True},
         "outbox": {"path": str(root / "outbox.sqlite")},
         # The demo's broker listens on loopback only; the real uplink uses mTLS (docs/mqtt.md).
@@ -196,7 +203,7 @@ def _run_with_broker(broker: MosquittoBroker, root: Path, *, headless: bool, as_
             log.mismatches.append(f"visitor {index + 1}: expected {visitors[index].expected}, got {presentation.reason}")
         repeat = " (repeat: feedback only, no new event)" if presentation.action is Action.REPEAT else ""
         event = f" event seq {presentation.event.seq}" if presentation.event else ""
-        line = f"{_MARK[presentation.outcome]} {presentation.reason:15} {verdict.format:7} {label}{event}{repeat}"
+        line = f"{_MARK[presentation.outcome]} {presentation.reason:22} {verdict.format:7} {label}{event}{repeat}"
         log.lines.append(line)
         if not interactive and not headless:
             console.print(line, highlight=False)
@@ -266,7 +273,7 @@ class _LiveView:
             verdicts.add_row(Text(line, style="red" if line.startswith(_MARK[Outcome.REJECTED]) else "green"))
         events = Table.grid(padding=(0, 1))
         for event in list(self._subscriber.order):
-            events.add_row(f"seq {event.seq:3}  {event.reason:15} {event.format:7} "
+            events.add_row(f"seq {event.seq:3}  {event.reason:22} {event.format:7} "
                            f"{event.time}  id {event.event_id[:13]}…")
         return Group(
             header,
