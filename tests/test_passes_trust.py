@@ -9,15 +9,21 @@ import re
 import stat
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtensionOID, NameOID
 
 from qrgate.errors import TrustStoreError
 from qrgate.passes.algorithms import EDDSA, ES256, PS256
 from qrgate.passes.trust import MAX_TRUST_FILE_BYTES, TrustStore
 from qrgate.passes.verdict import PassFormat
 from qrgate.passes.verifier import PassVerifier
-from qrgate_provisioning.dcc_test_issuer import fake_vaccination_payload, new_dcc_test_issuer
+from qrgate_provisioning.dcc_test_issuer import (
+    fake_vaccination_payload,
+    new_dcc_test_issuer,
+    new_dcc_test_issuer_with_eku,
+)
 from qrgate_provisioning.keys import (
     IssuerKey,
     certificate_kid,
@@ -121,6 +127,39 @@ def test_dcc_key_usage_comes_from_the_extended_key_usage(tmp_path) -> None:
     store = TrustStore.from_paths([tmp_path])
     assert store.keys_for(limited.kid)[0].dcc_types == {"t", "r"}
     assert store.keys_for(unlimited.kid)[0].dcc_types is None
+
+
+@pytest.mark.parametrize(("purposes", "types"), [
+    ([], None),  # an empty EKU (RFC 5280 wants one purpose; real DSCs have none): no DCC type named, no limit
+    (["1.3.6.1.5.5.7.3.1"], None),  # serverAuth only: no DCC type named
+    (["1.3.6.1.5.5.7.3.1", "1.3.6.1.4.1.0.1847.2021.1.2"], {"v"}),  # the legacy arc counts the same
+])
+def test_an_eku_limits_the_key_only_by_the_dcc_types_it_names(tmp_path, purposes, types) -> None:
+    issuer = new_dcc_test_issuer_with_eku("ES256", NOW, purposes)
+    (tmp_path / "dsc.pem").write_bytes(pem(issuer))
+    (key,) = TrustStore.from_paths([tmp_path])  # no longer a TrustStoreError for the empty EKU
+    assert (key.kid, key.dcc_types) == (issuer.kid, types)
+
+
+def test_an_unreadable_eku_refuses_the_certificate_naming_the_file(tmp_path) -> None:
+    private_key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "VN")])
+    broken = x509.UnrecognizedExtension(ExtensionOID.EXTENDED_KEY_USAGE, b"\x30\x03\x02\x01\x00")  # an INTEGER
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(private_key.public_key())
+                   .serial_number(1).not_valid_before(START).not_valid_after(END)
+                   .add_extension(broken, critical=False).sign(private_key, hashes.SHA256()))
+    (tmp_path / "broken.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    with pytest.raises(TrustStoreError, match="broken.pem: certificate Extended Key Usage cannot be read"):
+        TrustStore.from_paths([tmp_path])
+
+
+def test_a_dscs_country_is_its_subjects(tmp_path, dcc_issuer) -> None:
+    nameless = new_dcc_test_issuer_with_eku("ES256", NOW, [], country=None)
+    (tmp_path / "vn.pem").write_bytes(pem(dcc_issuer))
+    (tmp_path / "none.pem").write_bytes(pem(nameless))
+    store = TrustStore.from_paths([tmp_path])
+    assert store.keys_for(dcc_issuer.kid)[0].country == "VN"
+    assert store.keys_for(nameless.kid)[0].country is None
 
 
 def test_an_empty_store_trusts_nothing(qg_issuer) -> None:

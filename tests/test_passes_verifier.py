@@ -321,6 +321,15 @@ def test_a_qrgate_pass_must_carry_its_keys_issuer(verifier, qg_es256) -> None:
     assert verdict.reason is Reason.UNKNOWN_ISSUER and verdict.detail == "issuer_mismatch"
 
 
+def test_a_key_registered_for_two_issuers_signs_for_each_and_no_other(qg_es256, tmp_path) -> None:
+    # One entry per issuer, the same key and kid: each entry grants its issuer, whichever is tried first.
+    hanoi, saigon = (key_from_entry(trust_entry(qg_es256) | {"issuer": name}, tmp_path) for name in ("VN-HN", "VN-SG"))
+    for store in (TrustStore([hanoi, saigon]), TrustStore([saigon, hanoi])):
+        assert PassVerifier(store).verify(qg_pass(qg_es256, iss="VN-HN"), NOW).accepted
+        assert PassVerifier(store).verify(qg_pass(qg_es256, iss="VN-SG"), NOW).accepted
+        assert PassVerifier(store).verify(qg_pass(qg_es256, iss="VN-HUE"), NOW).detail == "issuer_mismatch"
+
+
 @pytest.mark.parametrize(("usage", "reason"), [({"v"}, Reason.ACCEPTED), ({"t", "r"}, Reason.UNKNOWN_ISSUER)])
 def test_a_dcc_certificate_key_usage_limits_what_it_signs(usage, reason) -> None:
     import datetime as dt

@@ -7,6 +7,7 @@ import base64
 import json
 import subprocess
 import sys
+from importlib import resources
 from pathlib import Path
 
 import cv2
@@ -25,6 +26,7 @@ from qrgate_provisioning.dcc_test_issuer import (
 )
 from qrgate_provisioning.keys import new_issuer_key, trust_entry, trust_file
 from qrgate_provisioning.mint import mint_dcc_pass, mint_qrgate_pass
+from qrgate_provisioning.trustlist import build_rule_set, new_list_signer, public_pem
 
 NOW = 1_767_225_600
 AT = "2026-01-01T00:00:00Z"
@@ -244,8 +246,6 @@ def test_rules_are_not_reported_for_a_pass_they_never_judged(capsys, test_set, t
 
 
 def test_a_rule_set_json_file_is_read(capsys, rule_cases, trust_dir, tmp_path) -> None:
-    from importlib import resources
-
     # The built-in set with the PCR window cut from 72 h to 12 h: the 24 h-old PCR test is now too old.
     document = json.loads(resources.files("qrgate").joinpath("data", "rules-vn-2021.json").read_text())
     [pcr_rule] = [rule for rule in document["rules"] if rule["Identifier"] == "TR-VN-0004"]
@@ -270,3 +270,21 @@ def test_an_unusable_rule_set_is_a_usage_error(capsys, tmp_path, content, messag
 def test_a_missing_rule_set_is_a_usage_error(capsys, tmp_path) -> None:
     code, report, err = run_verify(capsys, "--rules", str(tmp_path / "absent.json"), "HC1:ABC")
     assert (code, report) == (2, None) and "absent.json" in err
+
+
+def test_a_signed_rule_set_is_verified_against_the_signers(capsys, rule_cases, trust_dir, tmp_path) -> None:
+    signer, stranger = new_list_signer("EdDSA"), new_list_signer("EdDSA")
+    content = resources.files("qrgate").joinpath("data", "rules-vn-2021.json").read_text()
+    document = tmp_path / "rules.cose"
+    document.write_bytes(build_rule_set(signer, content, version=7, issued_at=NOW - 60, expires_at=NOW + 86_400))
+    for name, key in (("pins", signer), ("strangers", stranger)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "list.pem").write_bytes(public_pem(key))
+    common = ("--trust", str(trust_dir), "--at", AT, "--rules", str(document))
+    code, report, _ = run_verify(capsys, *common, "--signers", str(tmp_path / "pins"), rule_cases["test_positive"])
+    assert (code, report["rules"]) == (1, {"version": 7, "reason": "test_positive", "rule": "TR-VN-0002"})
+    code, report, err = run_verify(capsys, *common, "--signers", str(tmp_path / "strangers"),
+                                   rule_cases["test_positive"])
+    assert (code, report) == (2, None) and "rules.cose" in err
+    code, report, err = run_verify(capsys, *common, rule_cases["test_positive"])  # no --signers
+    assert (code, report) == (2, None) and "no list keys" in err
