@@ -54,9 +54,9 @@ def decode_claims(payload: bytes) -> Claims:
 def numeric_date(claims: Claims, label: int) -> int:
     """A required NumericDate claim (integer or finite float seconds since the epoch) in the sane range."""
     value = claims.get(label)
-    if type(value) is float and math.isfinite(value):  # not isinstance: True is an int
+    if type(value) is float and math.isfinite(value):
         value = math.floor(value)
-    if type(value) is not int or not MIN_NUMERIC_DATE <= value <= MAX_NUMERIC_DATE:
+    if type(value) is not int or not MIN_NUMERIC_DATE <= value <= MAX_NUMERIC_DATE:  # type(): True is an int
         raise Rejected(Reason.MALFORMED, "claims")
     return value
 
