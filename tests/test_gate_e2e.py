@@ -48,16 +48,16 @@ def issued(tmp_path: Path) -> dict[str, str]:
     stranger = new_issuer_key("VN-XX", "ES256")
     (trust / "qrgate.json").write_text(trust_file([trust_entry(province, formats=["qrgate"])]))
 
-    def qg(key, number: int, exp: int) -> str:
+    def qg(key, number: int, exp: int, iat: int | None = None) -> str:
         return mint_qrgate_pass(key, key.issuer, number.to_bytes(8, "big"), f"subject-{number}",
-                                int(now) - 60, exp, initials="T.T")
+                                int(now) - 60 if iat is None else iat, exp, initials="T.T")
 
     return {
         "hc1_ps256": dcc.passes["valid_ps256"],
         "hc1_es256": dcc.passes["valid_es256"],
         "hc1_forged": dcc.passes["forged"],
         "qg_valid": qg(province, 1, int(now) + DAY_S),
-        "qg_expired": qg(province, 2, int(now) - 3600),  # beyond the 300 s clock-skew tolerance
+        "qg_expired": qg(province, 2, int(now) - 3600, iat=int(now) - 86_400),  # beyond the 300 s clock-skew tolerance
         "qg_unknown": qg(stranger, 3, int(now) + DAY_S),
         "url": "https://example.com/",
     }
