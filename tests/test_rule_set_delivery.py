@@ -19,12 +19,13 @@ from mqtt_helpers import broker_fixture, retained, wait_until  # noqa: F401  (th
 from test_trustlist_delivery import issuer_cli, raw_publish
 
 from qrgate import wire
-from qrgate.config import GateConfig
+from qrgate.config import GateConfig, RulesConfig
+from qrgate.errors import ConfigError
 from qrgate.passes.signed_list import ListOutcome, ListType, SignerKeys
 from qrgate.passes.trust import TrustStore
 from qrgate.passes.verdict import Reason
 from qrgate.rules.policy import RuleSet, builtin_rule_set
-from qrgate.service import GateService
+from qrgate.service import GateService, baseline_rules
 from qrgate.trust_updates import REFUSED_SUFFIX, RULE_SET_FILE, RULE_SET_LAST_GOOD, TrustUpdates
 from qrgate_provisioning.keys import IssuerKey, private_key_pem
 from qrgate_provisioning.mint import sign1
@@ -306,3 +307,23 @@ def test_a_rule_set_published_retained_reaches_the_daemon_and_garbage_on_the_top
         assert restarted.trust_updates is not None and restarted.trust_updates.rules.version == 7  # a restart keeps it
     finally:
         restarted.close()
+
+
+def test_the_configured_baseline_builtin_none_or_a_file(tmp_path) -> None:
+    assert RulesConfig().baseline == "builtin" and baseline_rules(RulesConfig()) is builtin_rule_set()
+    assert baseline_rules(RulesConfig(baseline="none")) is None
+    policy = tmp_path / "policy.json"
+    policy.write_text(province_content(24))
+    assert reason(baseline_rules(RulesConfig(baseline=str(policy))), pcr(30)) is Reason.TEST_TOO_OLD
+    with pytest.raises(ConfigError, match=r"rules.baseline: .*absent.json: cannot read the rule set"):
+        baseline_rules(RulesConfig(baseline=str(tmp_path / "absent.json")))
+    # A gate without list keys (no signed lists) applies its baseline too.
+    config = daemon_config(tmp_path, 1883).model_copy(update={"mqtt": daemon_config(tmp_path, 1883).mqtt.model_copy(
+        update={"enabled": False})})
+    config = config.model_copy(update={"trust": config.trust.model_copy(update={"signers_dir": None})})
+    service = GateService(config)
+    try:
+        assert service.trust_updates is None and service.authority.state.rules is builtin_rule_set()
+        assert service.status_line().endswith("| rules built-in")
+    finally:
+        service.close()

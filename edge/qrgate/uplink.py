@@ -28,7 +28,7 @@ mark are *live*: published at once, ahead of the backlog, in the whole window. S
 after an outage does not wait behind ten thousand old ones, and a site's gates coming back together
 do not flood the broker. Consumers order by seq (or time), never by arrival.
 
-Inbound. Province-wide topics (trust lists, revocation lists) are subscribed on every connection;
+Inbound. Province-wide topics (trust lists, revocation lists, rule sets) are subscribed on every connection;
 paho's ``on_message`` only queues the message (bounded, oldest dropped: only the newest list
 matters), and a dispatcher thread of ours hands it to its handler, so verifying a signed list never
 runs on paho's thread nor delays publishing. Acknowledgements take the other path, as facts for the

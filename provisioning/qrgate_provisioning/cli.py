@@ -5,7 +5,7 @@
     pass batch   mint a pass for every row of a ward office's CSV (optionally also the cards PDF)
     cards        the printable A4 PDF of pass cards for a CSV of passes
 
-plus the trust-list, revocation and publishing commands registered by ``commands_lists`` and the
+plus the trust-list, revocation, rule-set and publishing commands registered by ``commands_lists`` and the
 Mosquitto configuration generator of ``brokerconf``.
 
 Every subcommand sets ``run(args) -> int``. Exit codes: 0 done; 1 failed, with the reason on stderr
@@ -64,7 +64,8 @@ PNG_MODULE_PIXELS = 10
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="qrgate province tools: signing keys, passes, printed pass cards, trust and revocation lists "
+        description="qrgate province tools: signing keys, passes, printed pass cards, trust and revocation lists, "
+        "validation rule sets "
         "(run these on the issuer's offline machine; private keys never go on a gate), broker configurations, "
         "and the backend's reference consumer.",
     )
@@ -73,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_key_parsers(commands)
     _add_pass_parsers(commands)
     _add_cards_parser(commands)
-    commands_lists.add_parsers(commands)  # trust-list, revocation, publish
+    commands_lists.add_parsers(commands)  # trust-list, revocation, rules, publish
     brokerconf.add_parsers(commands)  # broker-config site|province
     consumer.add_parsers(commands)  # the province's reference consumer and its daily summary
     return parser
