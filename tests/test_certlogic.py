@@ -7,10 +7,8 @@ checkout in shared/certlogic next to the repository.
 The suite's ``directive`` (file, case or assertion; schemas/CertLogic-testSuite.json) is ``skip`` or
 ``only``. ``only`` focuses a debugging run of the reference's Mocha runner; it says nothing about the
 other assertions, so everything runs here. ``skip`` marks what the reference implementations do not
-pass; those assertions run too (their ids end in ``(skip-marked)``) and must pass, except the ones in
-SPEC_CONFLICTS, where the assertion contradicts the specification and the evaluator follows the
-specification: they are strict xfails that must raise CertLogicError, so an evaluator that started to
-give the assertion's answer would fail here.
+pass; those assertions run too (their ids end in ``(skip-marked)``) and must pass, except any listed
+in SPEC_CONFLICTS (none now), which would be strict xfails that must raise CertLogicError.
 """
 
 from __future__ import annotations
@@ -38,11 +36,10 @@ if not (SPEC / "testSuite").is_dir():
                 allow_module_level=True)
 
 # Assertions the suite marks ``skip`` whose expectation contradicts the specification: (file, case) -> why.
-SPEC_CONFLICTS = {
-    ("ins-with-nulls.json", "null-safety"): (
-        'skip-marked: expects "in" on a null right-hand side to be false; the spec says operating on a '
-        "non-array operand 2 is an error (a missing value set must not make !in true)"),
-}
+# Assertions that contradict the specification's text, where the evaluator follows the text: none.
+# The "null-safety" case of ins-with-nulls.json ("in" on a null array is false, where the text calls a
+# non-array an error) is followed as the suite says; see certlogic.py.
+SPEC_CONFLICTS: dict[tuple[str, str], str] = {}
 
 
 def _assertions() -> list[Any]:
@@ -102,8 +99,7 @@ def test_the_suites_are_all_there() -> None:
     files = {param.id.split("::")[0] for param in ASSERTIONS}
     assert len(files) == len(list((SPEC / "testSuite").glob("*.json"))) >= 14
     assert len(ASSERTIONS) >= 232 and len(VALIDATION_CASES) >= 23
-    conflicts = [param for param in ASSERTIONS if param.marks]
-    assert len(conflicts) == 4, "exactly the four null-safety assertions are spec conflicts"
+    assert not [param for param in ASSERTIONS if param.marks], "every assertion runs and must pass"
 
 
 @pytest.mark.parametrize(("expression", "official_issues"), VALIDATION_CASES)
@@ -119,11 +115,14 @@ def test_validation_case(expression: Any, official_issues: list[str]) -> None:
         evaluate(expression, {})
 
 
-def test_in_on_a_non_array_is_an_error() -> None:
-    """The behaviour behind SPEC_CONFLICTS, on every non-array right-hand side."""
-    for haystack in (None, "abc", 1, {"a": 1}):
+def test_in_on_a_non_array_is_an_error_and_on_null_is_false() -> None:
+    """A string, number or object on the right of "in" is an error (no substring or key tests, as
+    JsonLogic would do); a missing (null) array holds nothing, as the suite's null-safety case says."""
+    for haystack in ("abc", 1, {"a": 1}):
         with pytest.raises(CertLogicError, match='right-hand side of "in"'):
             evaluate({"in": ["a", {"var": "y"}]}, {"y": haystack})
+    assert evaluate({"in": ["a", {"var": "y"}]}, {}) is False
+    assert evaluate({"in": ["a", {"var": "y"}]}, {"y": None}) is False
 
 
 # --- dates, as the specification defines them ----------------------------------------------------------------

@@ -233,6 +233,12 @@ def _eval(expr: Any, data: Any, budget: _Budget) -> Any:
     if operator == "===":
         return _equal(operands[0], operands[1], budget, 0)
     if operator == "in":
+        if operands[1] is None:
+            # The official suite's "null-safety" case: nothing is a member of a missing array. The
+            # spec text calls a non-array an error; the suite settles it, and a rule set cannot
+            # exploit it to pass a product check: rule_set.py refuses a rule set whose rules read a
+            # value set it does not carry.
+            return False
         if not isinstance(operands[1], (list, tuple)):
             raise _Failure(f'the right-hand side of "in" must be an array, but it is: {_show(operands[1])}')
         if _kind(operands[0]) is None:
