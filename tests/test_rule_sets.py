@@ -196,7 +196,9 @@ def test_general_and_invalidation_rules_come_first_and_invalidation_is_by_issuin
 
 def test_an_evaluation_error_or_a_result_that_is_not_true_fails_the_rule() -> None:
     rules = rule_set(rule("VR-VN-0001", {"in": [{"var": "payload.v.0.mp"}, {"var": "external.valueSets.absent"}]}))
-    assert judge(vaccination(), rules=rules).reason is Reason.RULE_FAILED  # "in" on null: an error
+    assert judge(vaccination(), rules=rules).reason is Reason.RULE_FAILED  # no such value set: not admitted
+    error = rule_set(rule("VR-VN-0001", {"before": [{"var": "payload.v.0.dn"}, 3]}))  # a number is no date-time
+    assert judge(vaccination(), rules=error).rule_id == "VR-VN-0001"
     assert judge(vaccination(), rules=rule_set(rule("VR-VN-0001", {"var": "payload.v.0.dn"}))).rule_id == "VR-VN-0001"
     products = rule_set(rule("VR-VN-0001", {"in": [{"var": "payload.v.0.mp"}, {"var": "external.valueSets.products"}]}))
     assert judge(vaccination(), rules=products).accepted
