@@ -157,13 +157,15 @@ def test_unknown_names_are_rejected_listing_the_valid_ones(backend, fallback):
 
 def test_zxing_options_reach_zxing():
     inverted = 255 - np.pad(render_qr("inverted")[0], 40, constant_values=255)
-    assert build_decoder(fallback=None).decode(inverted) == []
-    assert [c.text for c in build_decoder(fallback=None, try_invert=True).decode(inverted)] == ["inverted"]
+    assert build_decoder(fallback=None, try_invert=False).decode(inverted) == []
+    assert [c.text for c in build_decoder(fallback=None).decode(inverted)] == ["inverted"]  # on by default
 
 
-def test_zxing_options_without_zxing_are_rejected():
-    with pytest.raises(ValueError, match="try_invert"):
-        build_decoder("zbar", None, try_invert=True)
+def test_zxing_options_are_ignored_without_zxing():
+    # On by default: a ZBar gate must start without turning them off, and ZBar has no equivalents.
+    decoder = build_decoder("zbar", None, try_invert=True)
+    assert isinstance(decoder, ZbarDecoder)
+    assert [c.text for c in decoder.decode(np.pad(render_qr("plain")[0], 40, constant_values=255))] == ["plain"]
 
 
 def test_missing_fallback_library_degrades_to_the_primary_with_one_warning():

@@ -245,8 +245,10 @@ def test_a_partial_sighting_keeps_the_moving_region_where_the_code_has_got_to():
 
 
 def test_pipeline_reads_at_least_what_the_cascade_reads_on_a_hard_stream():
+    # Categories where zxing loses the code on some frames it has just read (blur, a moving hand,
+    # damage): the tracked region and its ladder read some of them.
     script = [Visit(f"QRG1:stream-{k}:" + "s" * 500, category=category, dwell_s=1.0, gap_s=0.3)
-              for k, category in enumerate(("screen", "blur", "screen"))]
+              for k, category in enumerate(("motion", "blur", "damage"))]
     scene = SyntheticGate(script, seed=13)
     cascade, pipeline = build_decoder(), build_pipeline()
     frame = np.empty((scene.height, scene.width), np.uint8)

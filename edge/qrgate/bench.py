@@ -35,7 +35,8 @@ from .decoding.parallel import ParallelDecoder
 from .decoding.zbar import ZbarDecoder
 from .decoding.zxing import ZxingDecoder
 from .frames.base import Frame
-from .frames.scene_effects import CATEGORIES, CATEGORY_MEDIUM, HARD_CATEGORIES, Category
+from .bench_sizes import category_payloads, category_script, run_pipeline, run_stateless, stream
+from .frames.scene_effects import CATEGORIES, HARD_CATEGORIES
 from .frames.synthetic import SyntheticGate, Visit
 from .gate import Gate
 from .outbox import Outbox
@@ -89,20 +90,6 @@ def _frames(visits: list[Visit], width: int, height: int, count: int, with_code:
             if (visit is not None) == with_code:
                 frames.append(frame.grey.copy())
                 truths.append(visits[visit].payload if visit is not None else None)
-    return frames, truths
-
-
-def _stream(visits: list[Visit], width: int, height: int, seed: int) -> tuple[list[np.ndarray], list[str | None]]:
-    """Every frame of the script, in order, with the payload in view (None: no code)."""
-    frames: list[np.ndarray] = []
-    truths: list[str | None] = []
-    scene = SyntheticGate(visits, width, height, realtime=False, seed=seed)
-    for index in range(scene.frame_count):
-        grey = np.empty((height, width), np.uint8)
-        scene.render(index, grey)
-        visit = scene.truth(index)
-        frames.append(grey)
-        truths.append(visits[visit].payload if visit is not None else None)
     return frames, truths
 
 
@@ -167,66 +154,6 @@ def _percentile(values: Sequence[float], q: float) -> float:
 # -- decoders per category --------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class _Run:
-    """One decoder over one category's stream: per frame, the time (ms, best of the repeats) and
-    whether the expected code was read."""
-
-    ms: list[float]
-    read: list[bool]
-
-
-def _run_stateless(decode: Callable[[np.ndarray], list[DecodedCode]], frames: list[np.ndarray],
-                   truths: list[str | None], repeat: int) -> _Run:
-    best = [float("inf")] * len(frames)
-    read = [False] * len(frames)
-    for _ in range(repeat):
-        for n, grey in enumerate(frames):
-            start = time.perf_counter()
-            codes = decode(grey)
-            best[n] = min(best[n], (time.perf_counter() - start) * 1000.0)
-            read[n] = truths[n] is not None and any(code.text == truths[n] for code in codes)
-    return _Run(best, read)
-
-
-def _run_pipeline(frames: list[np.ndarray], truths: list[str | None], repeat: int) -> _Run:
-    """The production pipeline, in stream order and from a fresh state on each repeat: its presence
-    gate and tracker depend on the frames before."""
-    best = [float("inf")] * len(frames)
-    read = [False] * len(frames)
-    for _ in range(repeat):
-        pipeline = build_pipeline()
-        for n, grey in enumerate(frames):
-            start = time.perf_counter()
-            codes = pipeline.decode(grey)
-            best[n] = min(best[n], (time.perf_counter() - start) * 1000.0)
-            read[n] = truths[n] is not None and any(code.text == truths[n] for code in codes)
-    return _Run(best, read)
-
-
-def category_payloads() -> list[str]:
-    """Fixed payloads shaped like the demo's passes (HC1 vaccination passes of 570 and 860
-    characters, qrgate passes of about 220, a short URL): the demo mints new keys on every run,
-    and a new signature is a different QR symbol, so the per-category rates would wander by a few
-    points between runs; with these, the frames are the same in every run."""
-    rng = np.random.default_rng(2024)
-    base45 = np.array(list("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"))
-    shapes = (("HC1:", 856), ("QG1:", 216), ("HC1:", 566), ("https://example.com/", 4), ("QG1:", 221))
-    return [prefix + "".join(rng.choice(base45, length)) for prefix, length in shapes]
-
-
-def category_script(category: Category, payloads: Sequence[str], visits: int = 5) -> tuple[list[Visit], int]:
-    """The per-category section's script for ``category`` and the scene seed it renders with:
-    ``visits`` visits of 1.0 s code and 0.8 s empty scene, phone and paper in turn where the
-    category allows either."""
-    c = CATEGORIES.index(category)
-    either = CATEGORY_MEDIUM[category] is None
-    script = [Visit(payloads[(c + k) % len(payloads)], dwell_s=1.0, gap_s=0.8, category=category,
-                    medium=("phone", "paper")[k % 2] if either else None)
-              for k in range(visits)]
-    return script, 21 + c
-
-
 def _category_section(payloads: list[str], visits_per_category: int, repeat: int,
                       out: Callable[[str], None]) -> dict:
     zxing, zbar, opencv = ZxingDecoder(), ZbarDecoder(), OpenCvDecoder()
@@ -243,13 +170,13 @@ def _category_section(payloads: list[str], visits_per_category: int, repeat: int
     out("-" * len(header))
     for category in CATEGORIES:
         visits, seed = category_script(category, payloads, visits_per_category)
-        frames, truths = _stream(visits, 640, 480, seed=seed)
+        frames, truths = stream(visits, 640, 480, seed=seed)
         runs = {
-            "zxing": _run_stateless(zxing.decode, frames, truths, repeat),
-            "zbar": _run_stateless(zbar.decode, frames, truths, 1),
-            "opencv": _run_stateless(opencv.decode, frames, truths, 1),
-            "cascade": _run_stateless(cascade.decode, frames, truths, repeat),
-            "pipeline": _run_pipeline(frames, truths, repeat),
+            "zxing": run_stateless(zxing.decode, frames, truths, repeat),
+            "zbar": run_stateless(zbar.decode, frames, truths, 1),
+            "opencv": run_stateless(opencv.decode, frames, truths, 1),
+            "cascade": run_stateless(cascade.decode, frames, truths, repeat),
+            "pipeline": run_pipeline(frames, truths, repeat),
         }
         empty = [n for n, t in enumerate(truths) if t is None]
         coded = [n for n, t in enumerate(truths) if t is not None]
@@ -401,7 +328,9 @@ def _threads_section(frames: list[np.ndarray], out: Callable[[str], None]) -> di
 # -- the bench -----------------------------------------------------------------------------------
 
 
-SECTIONS = ("revocation", "uplink")  # optional sections beside decoding, stages and the whole loop
+# Optional sections beside decoding, stages and the whole loop: the chain at three frame sizes
+# (bench_sizes.py), on real photos (bench_photos.py), the revocation index, the uplink.
+SECTIONS = ("sizes", "photos", "revocation", "uplink")
 
 
 def run_bench(*, frames_per_case: int = 60, repeat: int = 3, out: Callable[[str], None] = print,
@@ -446,6 +375,7 @@ def run_bench(*, frames_per_case: int = 60, repeat: int = 3, out: Callable[[str]
 
         results["categories"] = _category_section(category_payloads(), visits_per_category, repeat, out)
         results["targets"] = _targets_section(results["categories"], out)
+        results.update(run_sections([name for name in ("sizes", "photos") if name in sections], repeat, out))
 
         verifier = PassVerifier(trust)
         verify_ms = _time_each(lambda text: verifier.verify(text, now), payloads, repeat * 5)
@@ -477,16 +407,7 @@ def run_bench(*, frames_per_case: int = 60, repeat: int = 3, out: Callable[[str]
         out("   verify: PassVerifier over the demo's passes (HC1 PS256/ES256, QG1 Ed25519/ES256, invalid ones)")
         out("   persist: SQLite outbox append, WAL + synchronous=FULL (an fsync per event; depends on the disk)")
         out("")
-        if "revocation" in sections:
-            from .revocation_bench import bench_revocation
-
-            out("")
-            results["revocation"] = bench_revocation(out=out)
-        if "uplink" in sections:
-            from .bench_uplink import bench_uplink
-
-            out("")
-            results["uplink"] = bench_uplink(out=out)
+        results.update(run_sections([name for name in ("revocation", "uplink") if name in sections], repeat, out))
         out("")
 
         # The whole per-frame path over a scripted stream: decode -> decide -> verify -> persist -> feedback.
@@ -494,8 +415,8 @@ def run_bench(*, frames_per_case: int = 60, repeat: int = 3, out: Callable[[str]
         hard = [Visit(payloads[k % len(payloads)], dwell_s=1.0, gap_s=0.8, category=category)
                 for k, category in enumerate(CATEGORIES)]
         for label, script, seed in (("easy", visits, 5), ("hard", hard, 6)):
-            stream, _ = _stream(script, width, height, seed)
-            frames = [Frame(grey, index / 30.0, index) for index, grey in enumerate(stream)]
+            rendered, _ = stream(script, width, height, seed)
+            frames = [Frame(grey, index / 30.0, index) for index, grey in enumerate(rendered)]
             pipeline_outbox = Outbox(Path(tmp) / f"pipeline-{label}.sqlite")
             clock = _StreamClock()
             gate = Gate(decoder=build_pipeline(), verifier=verifier, decider=Decider(), outbox=pipeline_outbox,
@@ -525,7 +446,7 @@ def run_bench(*, frames_per_case: int = 60, repeat: int = 3, out: Callable[[str]
         results["pipeline"].update(results["pipeline"]["easy"])  # the keys earlier versions printed
         out("")
 
-        results["threads"] = _threads_section(_stream(hard, width, height, 6)[0], out)
+        results["threads"] = _threads_section(stream(hard, width, height, 6)[0], out)
 
         peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         results["resources"] = {"cpu_s": time.process_time() - cpu_start, "peak_rss_mib": peak_mib}
@@ -551,3 +472,29 @@ def _projection_section(results: dict, out: Callable[[str], None]) -> None:
             f"CPU {span(loop['cpu_ms_per_frame'])} ms/frame")
         projections[board] = {"slowdown": [low, high]}
     results["projections"] = projections
+
+
+def run_sections(names: Sequence[str], repeat: int, out: Callable[[str], None]) -> dict:
+    """The optional sections ``names`` (of SECTIONS), each imported only when it runs."""
+    results: dict = {}
+    for name in names:
+        out("")
+        if name == "sizes":
+            from .bench_sizes import bench_sizes
+
+            results["sizes"] = bench_sizes(repeat=min(repeat, 2), out=out)
+        elif name == "photos":
+            from .bench_photos import bench_photos
+
+            results["photos"] = bench_photos(out=out)
+        elif name == "revocation":
+            from .revocation_bench import bench_revocation
+
+            results["revocation"] = bench_revocation(out=out)
+        elif name == "uplink":
+            from .bench_uplink import bench_uplink
+
+            results["uplink"] = bench_uplink(out=out)
+        else:
+            raise ValueError(f"unknown bench section {name!r}; valid: {', '.join(SECTIONS)}")
+    return results

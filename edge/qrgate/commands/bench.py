@@ -15,19 +15,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--frames", type=int, default=60, help="frames per case (default 60)")
     parser.add_argument("--repeat", type=int, default=3, help="timing repeats per case (default 3)")
-    parser.add_argument("--skip", action="append", default=[], choices=("revocation", "uplink"),
-                        help="leave out a section: revocation (1M-entry index), uplink (real Mosquitto, ~1 min)")
+    sections = ("sizes", "photos", "revocation", "uplink")
+    parser.add_argument("--skip", action="append", default=[], choices=sections,
+                        help="leave out a section: sizes (the chain vs bare zxing-cpp at 640x480, 1280x720 and "
+                        "2304x1296, ~5 min), photos (../shared/qr-photos), revocation (1M-entry index), uplink "
+                        "(real Mosquitto, ~1 min)")
+    parser.add_argument("--only", action="append", default=[], choices=sections,
+                        help="run only this section (repeatable), without the decoder tables, stages and loop")
     parser.add_argument("--json", action="store_true", help="also print the results as one JSON object at the end")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bench import run_bench
+    from ..bench import SECTIONS, run_bench, run_sections
 
-    from ..bench import SECTIONS
-
-    results = run_bench(frames_per_case=args.frames, repeat=args.repeat,
-                        sections=[name for name in SECTIONS if name not in args.skip])
+    if args.only:
+        results = run_sections([name for name in SECTIONS if name in args.only], args.repeat, print)
+    else:
+        results = run_bench(frames_per_case=args.frames, repeat=args.repeat,
+                            sections=[name for name in SECTIONS if name not in args.skip])
     if args.json:
         print(json.dumps(results))
     return 0

@@ -2,7 +2,8 @@
 
 For technicians checking a photo taken at a site, and for measuring the decoders on photo sets.
 The chain is the gate's (zxing-cpp, then the repair ladder on a QR it located but could not read),
-with every rung of the ladder allowed: a photo is not a frame with a deadline.
+with every rung of the ladder allowed and whole-image passes after it for what it left unread
+(decoding/photo.py): a photo is not a frame with a deadline, and it may hold several codes.
 
 Prints per file each code's text, its four corners (x, y in image pixels, clockwise from the one
 nearest the top-left) and the decode time; ``--json`` prints one JSON object per file and line:
@@ -38,9 +39,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here, not at the top: the CLI imports every subcommand module to build its parser.
-    from ..decoding.factory import build_decoder
+    from ..decoding.factory import build_photo_decoder
 
-    decoder = build_decoder(max_repairs=None)
+    decoder = build_photo_decoder()
     found_any = failed = False
     for path in args.files:
         grey, error = _read_grey(path)

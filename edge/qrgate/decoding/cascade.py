@@ -20,6 +20,8 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+
+import cv2
 import numpy as np
 
 from . import repair
@@ -151,6 +153,10 @@ class CascadeDecoder:
 
     WIDE_GROWTH = 3.0
     WIDE_MAX_PX = 360  # upscaled x2 for ZBar, 720 px: about a whole-frame ZBar call
+    # Regions are worked on at most this size (longer side): a 640x480 frame's code at arm's
+    # length (33-57 modules of 2.5-4.5 px, plus the margin) is 120-330 px.
+    REGION_MAX_PX = 640
+    REFERENCE_WIDTH = 640
 
     def __init__(self, primary: DetectingDecoder, attempts: Sequence[Attempt], *, max_attempts: int | None = None,
                  margin: float = 0.15, max_regions: int = 2, wide_attempts: Sequence[Attempt] = ()) -> None:
@@ -175,6 +181,10 @@ class CascadeDecoder:
     def attempts(self) -> tuple[Attempt, ...]:
         return self._attempts
 
+    def primary_scan(self, grey: np.ndarray) -> Scan:
+        """The primary decoder's scan of the whole frame alone (no ladder)."""
+        return self._scan(grey)
+
     def scan(self, grey: np.ndarray) -> Scan:
         """The primary's scan of the whole frame, with the ladder's reading of any unreadable region added."""
         scan = self._scan(grey)
@@ -192,14 +202,15 @@ class CascadeDecoder:
 
     def read_around(self, grey: np.ndarray, box: Box) -> list[DecodedCode]:
         """The wide look: ``wide_attempts`` on a square ``WIDE_GROWTH`` times the located box's
-        larger side (at most ``WIDE_MAX_PX``), centred on it.
+        larger side (at most ``WIDE_MAX_PX`` of a 640 px wide frame, as much more in a wider one:
+        the region is shrunk to ``REGION_MAX_PX`` anyway), centred on it.
 
         zxing locates a symbol it cannot frame by what it found of it, which under glare is often
         a single finder pattern: the box then covers a corner of the code, and every rung run on
         it fails. The code lies around that box, within about twice its size in some direction.
         """
         height, width = grey.shape
-        side = min(self.WIDE_MAX_PX, self.WIDE_GROWTH * max(box[2] - box[0], box[3] - box[1]))
+        side = min(self.WIDE_MAX_PX * max(1.0, width / 640), self.WIDE_GROWTH * max(box[2] - box[0], box[3] - box[1]))
         cx, cy = box_centre(box)
         wide = (max(0, int(cx - side / 2)), max(0, int(cy - side / 2)),
                 min(width, int(cx + side / 2)), min(height, int(cy + side / 2)))
@@ -212,9 +223,19 @@ class CascadeDecoder:
 
     def read_region(self, grey: np.ndarray, box: Box, attempts: Sequence[Attempt] | None = None) -> list[DecodedCode]:
         """Run the ladder (or ``attempts``) on ``grey[box]`` until one attempt reads a code;
-        corners in frame pixels."""
+        corners in frame pixels.
+
+        A region larger than ``REGION_MAX_PX`` is first shrunk to it (area averaging): the rungs'
+        filters are sized for the modules of a code at arm's length in a 640x480 frame (2-6 px),
+        and a code of a 1280x720 or full-resolution frame, or one held close, has modules several
+        times larger, which a 1.5 px unsharp mask or a 31 px threshold window does not touch.
+        Shrinking brings its modules back into that range and makes every rung cheaper.
+        """
         x0, y0, x1, y1 = box
         region = grey[y0:y1, x0:x1]
+        shrink = min(1.0, self.REGION_MAX_PX / max(x1 - x0, y1 - y0), self.REFERENCE_WIDTH / max(grey.shape))
+        if shrink < 1.0:
+            region = cv2.resize(region, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA)
         tried = 0
         codes: list[DecodedCode] = []
         winner = ""
@@ -225,7 +246,7 @@ class CascadeDecoder:
             tried += 1
             found = attempt.decoder.decode(image)
             if found:
-                codes = [_to_frame(code, attempt, x0, y0) for code in found]
+                codes = [_to_frame(code, attempt.scale * shrink, attempt.name, x0, y0) for code in found]
                 winner = attempt.name
                 break
         with self._lock:
@@ -238,7 +259,7 @@ class CascadeDecoder:
         return codes
 
 
-def _to_frame(code: DecodedCode, attempt: Attempt, x0: int, y0: int) -> DecodedCode:
-    scale = attempt.scale
+def _to_frame(code: DecodedCode, scale: float, name: str, x0: int, y0: int) -> DecodedCode:
+    """``code`` read in an image ``scale`` times the region at (x0, y0), in frame pixels."""
     corners = tuple((round(x / scale) + x0, round(y / scale) + y0) for x, y in code.corners)
-    return DecodedCode(code.text, corners, attempt.name)  # type: ignore[arg-type]  # four points in, four out
+    return DecodedCode(code.text, corners, name)  # type: ignore[arg-type]  # four points in, four out

@@ -10,6 +10,7 @@ from .base import Decoder
 from .cascade import CascadeDecoder, default_attempts, wide_attempts
 from .chain import FallbackDecoder
 from .opencv import OpenCvDecoder
+from .photo import PhotoDecoder, default_passes
 from .pipeline import FramePipeline
 from .presence import PresenceGate
 from .tracking import RegionTracker
@@ -30,8 +31,8 @@ def build_decoder(
     fallback: str | None = "zbar",
     *,
     try_rotate: bool = False,
-    try_invert: bool = False,
-    try_downscale: bool = False,
+    try_invert: bool = True,
+    try_downscale: bool = True,
     repair: bool = True,
     max_repairs: int | None = DEFAULT_MAX_REPAIRS,
 ) -> Decoder:
@@ -43,17 +44,17 @@ def build_decoder(
     Otherwise ``backend`` with ``fallback`` behind it on whole frames (FallbackDecoder), unless
     ``fallback`` is None or the backend itself.
 
-    The ``try_*`` flags are zxing-cpp options and apply wherever zxing is used; ZBar has no
-    equivalents. A missing primary library raises DecoderUnavailable; a missing fallback library
+    The ``try_*`` flags are zxing-cpp options (ZxingDecoder says what each costs and reads) and
+    apply to zxing's whole-frame pass; the ladder's rungs work on a region at one polarity and
+    scale and use plain zxing. ZBar has no equivalents. A missing primary library raises DecoderUnavailable; a missing fallback library
     only loses the fallback, with one warning.
     """
     for role, value in (("backend", backend), ("fallback", fallback)):
         if value is not None and value not in BACKENDS:
             raise ValueError(f"unknown decoder {role} {value!r}; valid: {', '.join(BACKENDS)}")
+    # Ignored when zxing is not used (backend "zbar" without a zxing fallback): they are on by
+    # default, and a ZBar gate must not have to turn them off to start.
     zxing_options = {"try_rotate": try_rotate, "try_invert": try_invert, "try_downscale": try_downscale}
-    if backend == "zbar" and fallback != "zxing" and any(zxing_options.values()):
-        enabled = ", ".join(k for k, v in zxing_options.items() if v)
-        raise ValueError(f"{enabled}: zxing-cpp options, but zxing is not used (backend 'zbar', no zxing fallback)")
 
     def make(name: str) -> Decoder:
         return ZxingDecoder(**zxing_options) if name == "zxing" else ZbarDecoder()
@@ -67,8 +68,8 @@ def build_decoder(
             log.warning("decoder fallback %r unavailable, decoding without it: %s", fallback, exc)
     if isinstance(primary, ZxingDecoder) and repair:
         zbar = second if isinstance(second, ZbarDecoder) else None
-        return CascadeDecoder(primary, default_attempts(primary, second, OpenCvDecoder()), max_attempts=max_repairs,
-                              wide_attempts=wide_attempts(zbar))
+        return CascadeDecoder(primary, default_attempts(ZxingDecoder(), second, OpenCvDecoder()),
+                              max_attempts=max_repairs, wide_attempts=wide_attempts(zbar))
     return primary if second is None else FallbackDecoder(primary, second)
 
 
@@ -77,8 +78,8 @@ def build_pipeline(
     fallback: str | None = "zbar",
     *,
     try_rotate: bool = False,
-    try_invert: bool = False,
-    try_downscale: bool = False,
+    try_invert: bool = True,
+    try_downscale: bool = True,
     repair: bool = True,
     max_repairs: int | None = DEFAULT_MAX_REPAIRS,
     presence_gate: bool = True,
@@ -103,3 +104,15 @@ def build_pipeline(
         presence=PresenceGate(threshold=presence_threshold, decode_every=decode_every) if presence_gate else None,
         tracker=RegionTracker() if track else None,
     )
+
+
+def build_photo_decoder() -> PhotoDecoder:
+    """What ``qrgate scan`` and ``qrgate verify --image`` read photos with: the cascade with every
+    rung of the ladder, then the whole-image passes (decoding/photo.py)."""
+    cascade = build_decoder(max_repairs=None)
+    assert isinstance(cascade, CascadeDecoder)  # zxing with repair, as build_decoder's defaults say
+    try:
+        zbar: ZbarDecoder | None = ZbarDecoder()
+    except DecoderUnavailable:
+        zbar = None
+    return PhotoDecoder(cascade, default_passes(zbar))

@@ -28,6 +28,10 @@ class OpenCvDecoder:
 
     def __init__(self) -> None:
         self._local = threading.local()
+        # OpenCV's QR decoder logs a line on stderr for every symbol it cannot decode ("QRcode mode
+        # 13 is not supported!"): a hostile or odd code held up would write one per frame into the
+        # journal. Its answer is already in what decode returns, so its log is silenced.
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
     def _detector(self) -> cv2.QRCodeDetectorAruco:
         detector = getattr(self._local, "detector", None)

@@ -319,7 +319,8 @@ def build_visit(visit: Visit, rng: np.random.Generator, fx: np.random.Generator,
     freq = rng.uniform(0.3, 0.8)
     phase = rng.uniform(0, 2 * math.pi, 2)
     x = home_x + sway * np.sin(2 * math.pi * freq * t + phase[0]) + rng.normal(0, visit.shake_px * scale, dwell)
-    y = home_y + 0.6 * sway * np.sin(2 * math.pi * freq * 1.3 * t + phase[1]) + rng.normal(0, visit.shake_px * scale, dwell)
+    y = (home_y + 0.6 * sway * np.sin(2 * math.pi * freq * 1.3 * t + phase[1])
+         + rng.normal(0, visit.shake_px * scale, dwell))
 
     blur = np.zeros(dwell, np.int16)
     blurred = rng.random(dwell) < visit.blur_share
