@@ -195,8 +195,8 @@ def test_general_and_invalidation_rules_come_first_and_invalidation_is_by_issuin
 
 
 def test_an_evaluation_error_or_a_result_that_is_not_true_fails_the_rule() -> None:
-    rules = rule_set(rule("VR-VN-0001", {"in": [{"var": "payload.v.0.mp"}, {"var": "external.valueSets.absent"}]}))
-    assert judge(vaccination(), rules=rules).reason is Reason.RULE_FAILED  # no such value set: not admitted
+    rules = rule_set(rule("VR-VN-0001", {"in": [{"var": "payload.v.0.mp"}, {"var": "payload.v.0.nothing"}]}))
+    assert judge(vaccination(), rules=rules).reason is Reason.RULE_FAILED  # nothing is in a missing array
     error = rule_set(rule("VR-VN-0001", {"before": [{"var": "payload.v.0.dn"}, 3]}))  # a number is no date-time
     assert judge(vaccination(), rules=error).rule_id == "VR-VN-0001"
     assert judge(vaccination(), rules=rule_set(rule("VR-VN-0001", {"var": "payload.v.0.dn"}))).rule_id == "VR-VN-0001"
@@ -224,6 +224,15 @@ def validation_cases() -> list[tuple[str, Any, bool]]:
         for index, case in enumerate(json.loads(path.read_text())["cases"]):
             cases.append((f"{path.stem}[{index}]", case["certLogicExpression"], bool(case.get("issues"))))
     return cases
+
+
+def test_a_rule_reading_a_value_set_the_rule_set_does_not_carry_refuses_the_whole_set() -> None:
+    # Negated, "not in a missing list" would let every product through: refused at load, not at the gate.
+    reads_absent = {"!": [{"in": [{"var": "payload.v.0.mp"}, {"var": "external.valueSets.absent"}]}]}
+    with pytest.raises(ListRefused) as refused:
+        parse_content(content(rule("VR-VN-0001", True), rule("VR-VN-0002", reads_absent)))
+    assert refused.value.outcome is ListOutcome.MALFORMED
+    assert refused.value.detail == "rules[1] VR-VN-0002 v1.0.0: reads value set absent, which the rule set does not carry"
 
 
 def test_every_invalid_expression_of_the_validation_suite_refuses_the_rule_set_naming_the_rule() -> None:

@@ -160,6 +160,14 @@ def parse_content(text: str | bytes, *, version: int = 0, issued_at: int = 0, ex
     if len(items) > MAX_RULES:
         raise ListRefused(ListOutcome.TOO_LARGE, f"{len(items)} rules, at most {MAX_RULES}")
     rules = tuple(_rule(item, index, country) for index, item in enumerate(items))
+    for index, rule in enumerate(rules):
+        # "x in <missing array>" is false (certlogic.py, as the official suite says), so a rule
+        # reading a value set the rule set does not carry would fail quietly, or, negated, pass
+        # quietly: the whole set is refused instead, naming the rule and the set.
+        missing = sorted(name for name in _value_sets_read(rule.logic) if name not in value_sets)
+        if missing:
+            raise ListRefused(ListOutcome.MALFORMED, f"rules[{index}] {rule.label}: reads value set "
+                              f"{', '.join(missing)}, which the rule set does not carry")
     seen: set[tuple[str, tuple[int, int, int]]] = set()
     kinds: dict[str, tuple[str, str]] = {}
     for index, rule in enumerate(rules):
@@ -244,6 +252,25 @@ def _rule(item: Any, index: int, country: str) -> Rule:
     return Rule(identifier=identifier, type=rule_type, country=rule_country, version=version,
                 certificate_type=certificate_type, valid_from=valid_from, valid_to=valid_to, logic=logic,
                 reason=reason, description=_description(item.get("Description"), where), affected_fields=tuple(fields))
+
+
+_VALUE_SET_VAR = "external.valueSets."
+
+
+def _value_sets_read(logic: Any) -> set[str]:
+    """The value sets ``logic`` reads: every ``{"var": "external.valueSets.<name>..."}`` in it."""
+    names: set[str] = set()
+    stack = [logic]
+    while stack:  # iterative: the depth is bounded by _check_size already, but a loop costs nothing
+        node = stack.pop()
+        if isinstance(node, dict):
+            path = node.get("var")
+            if isinstance(path, str) and path.startswith(_VALUE_SET_VAR):
+                names.add(path[len(_VALUE_SET_VAR):].split(".", 1)[0])
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return names
 
 
 def _malformed(where: str, problem: str) -> ListRefused:
