@@ -102,3 +102,10 @@ def test_fixed_port_in_use_is_reported(tmp_path: Path) -> None:
         port = squatter.getsockname()[1]
         with pytest.raises(BrokerError, match=r"Address already in use"):
             MosquittoBroker(tmp_path / "busy", port=port).start()
+
+
+def test_an_automatic_port_lies_below_the_ephemeral_range_so_a_reconnecting_client_cannot_self_connect() -> None:
+    low, _high = broker_module._ephemeral_range()
+    ports = {broker_module.free_loopback_port() for _ in range(20)}
+    assert len(ports) > 1  # random, so parallel brokers rarely race for one port
+    assert all(1024 <= port < low for port in ports), sorted(ports)

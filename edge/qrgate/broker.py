@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import random
 import re
 import shutil
 import signal
@@ -51,10 +52,39 @@ def find_mosquitto() -> str:
     return found
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_loopback_port() -> int:
+    """A loopback port that is free now and lies below the kernel's ephemeral range.
+
+    Why not ``bind(0)``: that hands out a port from the ephemeral range, and a client that keeps
+    reconnecting to a stopped broker on such a port can be given that very port as its own source
+    port; TCP then connects the socket to itself (simultaneous open), the client reads back its
+    own CONNECT, and the port stays taken so the broker cannot come back on it. Seen in CI as
+    "Unrecognised command 16" followed by "Address already in use" on restart. The kernel never
+    picks a source port outside the ephemeral range, so a port below it cannot self-connect.
+    """
+    low, _high = _ephemeral_range()
+    floor = 10000 if low > 12000 else 1024
+    ceiling = low - 1 if low - 1 > floor else 65535
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randint(floor, ceiling)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        return int(probe.getsockname()[1])
 
 
 class MosquittoBroker:

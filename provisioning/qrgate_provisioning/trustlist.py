@@ -238,10 +238,15 @@ def pass_hashes(text: str) -> dict[HashType, bytes]:
             sign1 = decode_sign1(dcc.cose_message(text[len(dcc.PREFIX):]))
             claims = decode_claims(sign1.payload)
             payload = dcc.hcert_payload(claims)
-            uci = next(payload[t][0]["ci"] for t in dcc.CERTIFICATE_TYPES if t in payload)
+            # The gate's own reading (null groups absent, the latest dose of a series, the issuing
+            # country only when iss is one): a hash it would not compute would revoke nothing.
+            kind = dcc.certificate_type(payload)
+            uci = dcc.chosen_entry(kind, payload[kind]).get("ci")
+            if not isinstance(uci, str) or not uci:
+                raise ValueError("not a readable pass (no certificate identifier)")
             hashes = {HashType.UCI: uci_hash(uci), HashType.SIGNATURE: signature_hash(sign1.signature, sign1.alg)}
-            country = claims.get(ISS)
-            if isinstance(country, str):
+            country = dcc.issuing_country(claims.get(ISS))
+            if country is not None:
                 hashes[HashType.COUNTRY_UCI] = country_uci_hash(country, uci)
             return hashes
         if text.startswith(qrgate_pass.PREFIX):
