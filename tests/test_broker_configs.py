@@ -38,7 +38,8 @@ OTHER_SITE_GATE = "gate-z"  # a gate of another site
 ACCEPTED = ("Success", "No matching subscribers")  # PUBACK reason codes that mean the broker took it
 ACL_PATTERN_WARNING = "does not contain '%c' or '%u'"  # logged by mosquitto each time it reads the ACL file
 TLS = TlsFiles("/etc/mosquitto/certs/ca.pem", "/etc/mosquitto/certs/server.pem", "/etc/mosquitto/certs/server.key")
-BRIDGE_TLS = TlsFiles("/etc/mosquitto/certs/province-ca.pem", "/etc/mosquitto/certs/bridge.pem", "/etc/mosquitto/certs/bridge.key")
+BRIDGE_TLS = TlsFiles("/etc/mosquitto/certs/province-ca.pem", "/etc/mosquitto/certs/bridge.pem",
+                      "/etc/mosquitto/certs/bridge.key")
 
 
 @pytest.fixture
@@ -60,8 +61,10 @@ class Client:
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cn, protocol=mqtt.MQTTv5)
         self._client.tls_set(**chain.pki.paho_tls(chain.credential(cn)))
         self._client.on_publish = lambda _c, _u, _mid, reason, _p: self._record(self.pubacks, str(reason))
-        self._client.on_subscribe = lambda _c, _u, _mid, reasons, _p: self._record(self.subacks, [str(r) for r in reasons])
-        self._client.on_message = lambda _c, _u, message: self._record(self.messages, (message.topic, bytes(message.payload)))
+        self._client.on_subscribe = lambda _c, _u, _mid, reasons, _p: self._record(
+            self.subacks, [str(r) for r in reasons])
+        self._client.on_message = lambda _c, _u, message: self._record(
+            self.messages, (message.topic, bytes(message.payload)))
         self._client.connect("127.0.0.1", broker_port)
         self._client.loop_start()
 
@@ -187,8 +190,10 @@ def test_bad_provincial_parameters_are_refused_with_the_reason(sites, roles, mes
 def test_the_cli_writes_both_files_for_a_site_and_for_the_province(tmp_path: Path, capsys) -> None:
     import argparse
 
+    from qrgate_provisioning.commands import broker_config
+
     parser = argparse.ArgumentParser(prog="qrgate-issuer")
-    brokerconf.add_parsers(parser.add_subparsers(dest="command", required=True))
+    broker_config.add_parser(parser.add_subparsers(dest="command", required=True))
     inventory = tmp_path / "gates.csv"
     inventory.write_text("site_id,device_id\nmarket-2,gate-z\n")
     args = parser.parse_args(["broker-config", "province", "--out", str(tmp_path / "province"),
@@ -296,7 +301,8 @@ def test_province_lists_acks_and_commands_flow_down_only_to_their_gates(chain: C
                 wait_until(lambda: trust_lists, 10, "the retained trust list at gate-b's uplink")
         wait_until(lambda: len(gate_a.messages) == 2, 10, "gate-a's ack and command")
         time.sleep(0.3)
-        assert sorted(topic for topic, _ in gate_a.messages) == [wire.ack_topic("gate-a"), "qrgate/v1/device/gate-a/command"]
+        assert sorted(topic for topic, _ in gate_a.messages) == [wire.ack_topic("gate-a"),
+                                                                 "qrgate/v1/device/gate-a/command"]
         assert stranger.messages == []  # the province never gave market-1's bridge another site's ack
         assert trust_lists == [b"\xd2signed-list-v3"]
     finally:
@@ -312,7 +318,8 @@ def test_a_client_certificate_that_is_expired_or_from_another_ca_is_refused_at_t
         credential = chain.pki.expired_client("gate-a")
     else:
         credential = TestPki(tmp_path / "impostor", "impostor CA").client("gate-a")
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="gate-a", protocol=mqtt.MQTTv5, reconnect_on_failure=False)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="gate-a", protocol=mqtt.MQTTv5,
+                         reconnect_on_failure=False)
     # The gate trusts the right CA for the broker; only its own certificate is wrong.
     client.tls_set(ca_certs=str(chain.pki.ca_file), certfile=str(credential.cert), keyfile=str(credential.key))
     connacks: list[object] = []

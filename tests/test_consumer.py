@@ -25,18 +25,17 @@ import pytest
 from mqtt_helpers import Subscriber, broker_fixture, make_event, wait_until  # noqa: F401  (the broker fixture)
 from qrgate import wire
 from qrgate.broker import MosquittoBroker, free_loopback_port
-from qrgate.errors import ConsumerError
+from qrgate_provisioning.commands.consumer import add_parser, main
 from qrgate_provisioning.consumer import (
     Consumer,
     EventStore,
     PostgresStore,
     SqliteStore,
-    add_parsers,
     daily_summary,
     local_day_bounds,
-    main,
     shared_checkins,
 )
+from qrgate_provisioning.errors import ConsumerError
 
 ALL_ACKS = f"{wire.TOPIC_ROOT}/device/+/ack"
 
@@ -172,7 +171,9 @@ def stored(path: Path) -> list[tuple[str, int]]:
         return db.execute("SELECT device_id, seq FROM checkins ORDER BY device_id, seq").fetchall()
 
 
-def test_duplicates_are_stored_once_and_acknowledged_every_time(broker: MosquittoBroker, publisher: Publisher, tmp_path: Path) -> None:
+def test_duplicates_are_stored_once_and_acknowledged_every_time(
+    broker: MosquittoBroker, publisher: Publisher, tmp_path: Path
+) -> None:
     store = SqliteStore(tmp_path / "province.sqlite")
     a1, a2, b1 = make_event(1, "gate-a"), make_event(2, "gate-a"), make_event(1, "gate-b")
     with Subscriber(broker.host, broker.port, [ALL_ACKS], client_id="ack-reader") as acks:
@@ -228,7 +229,8 @@ def test_instances_in_one_group_share_the_checkins_and_store_each_once(
     path = tmp_path / "province.sqlite"
     stores = [SqliteStore(path), SqliteStore(path)]  # one database, as a province runs it
     events = [make_event(seq, f"gate-{seq % 3}") for seq in range(1, 121)]
-    consumers = [Consumer(store, host=broker.host, port=broker.port, client_id=f"consumer-{n}") for n, store in enumerate(stores)]
+    consumers = [Consumer(store, host=broker.host, port=broker.port, client_id=f"consumer-{n}")
+                 for n, store in enumerate(stores)]
     try:
         for consumer in consumers:
             consumer.start()
@@ -312,10 +314,11 @@ def test_summary_subcommand_prints_json_per_site(tmp_path: Path, capsys: pytest.
 
 def test_add_parsers_registers_the_consumer_command_for_the_issuer_cli() -> None:
     parser = argparse.ArgumentParser(prog="qrgate-issuer")
-    add_parsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["consumer", "run", "--host", "broker.example", "--client-id", "c1", "--postgres", "dbname=x"])
-    assert (args.host, args.port, args.client_id, args.postgres, args.group) == ("broker.example", 8883, "c1", "dbname=x",
-                                                                                "qrgate-consumers")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["consumer", "run", "--host", "broker.example", "--client-id", "c1",
+                              "--postgres", "dbname=x"])
+    assert (args.host, args.port, args.client_id, args.postgres, args.group) == (
+        "broker.example", 8883, "c1", "dbname=x", "qrgate-consumers")
     assert callable(args.run)
     assert shared_checkins(args.group) == "$share/qrgate-consumers/qrgate/v1/device/+/checkin"
     with pytest.raises(ConsumerError, match="topic level"):

@@ -4,7 +4,6 @@ retained messages on a real Mosquitto, and a drop directory. Both end in the sam
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import time
 from pathlib import Path
@@ -13,7 +12,6 @@ import paho.mqtt.client as mqtt
 import pytest
 from mqtt_helpers import Subscriber, broker_fixture, make_pki, retained, wait_until  # noqa: F401  (the broker fixture)
 from paho.mqtt.enums import CallbackAPIVersion
-
 from qrgate.broker import BrokerTls, MosquittoBroker
 from qrgate.passes.signed_list import ListOutcome, ListType, SignerKeys
 from qrgate.passes.trust import TrustStore
@@ -21,7 +19,7 @@ from qrgate.passes.verdict import Reason
 from qrgate.passes.verifier import PassVerifier
 from qrgate.trust_updates import REFUSED_SUFFIX, TrustUpdates
 from qrgate.wire import REVOCATION_TOPIC, TRUST_LIST_TOPIC
-from qrgate_provisioning.commands_lists import add_parsers
+from qrgate_provisioning.cli import build_parser
 from qrgate_provisioning.dcc_test_issuer import fake_vaccination_payload
 from qrgate_provisioning.keys import load_issuer_key, new_dcc_issuer_key, new_issuer_key, write_issuer_files
 from qrgate_provisioning.mint import mint_dcc_pass, mint_qrgate_pass
@@ -33,9 +31,7 @@ NOW = int(time.time())  # the commands sign with the real clock; passes are mint
 
 def issuer_cli(*argv: str | Path) -> int:
     """Run one ``qrgate-issuer`` command line the way its main() does: parse, then ``args.run(args)``."""
-    parser = argparse.ArgumentParser(prog="qrgate-issuer")
-    add_parsers(parser.add_subparsers(required=True))
-    args = parser.parse_args([str(a) for a in argv])
+    args = build_parser().parse_args([str(a) for a in argv])
     return args.run(args)
 
 
@@ -44,8 +40,8 @@ def province(tmp_path: Path) -> dict[str, Path]:
     """An issuer directory (a qrgate issuer's JSON key file and a DCC signing certificate) and a list key."""
     issuers = tmp_path / "issuers"
     hanoi = write_issuer_files(new_issuer_key("VN-HN", "EdDSA"), issuers, formats=["qrgate"])
-    dsc = write_issuer_files(new_dcc_issuer_key("VN", "ES256", not_before=dt.datetime.fromtimestamp(NOW - DAY, dt.timezone.utc),
-                                                not_after=dt.datetime.fromtimestamp(NOW + 365 * DAY, dt.timezone.utc)), issuers)
+    dsc = write_issuer_files(new_dcc_issuer_key("VN", "ES256", not_before=dt.datetime.fromtimestamp(NOW - DAY, dt.UTC),
+                                                not_after=dt.datetime.fromtimestamp(NOW + 365 * DAY, dt.UTC)), issuers)
     assert issuer_cli("trust-list", "new-signer", "--alg", "ES256", "--out-dir", tmp_path / "list-key") == 0
     (private,) = (tmp_path / "list-key").glob("*.key")
     (public,) = (tmp_path / "list-key").glob("*.pem")
@@ -57,7 +53,8 @@ def province(tmp_path: Path) -> dict[str, Path]:
 
 
 def gate(tmp_path: Path, pins: Path) -> TrustUpdates:
-    return TrustUpdates(tmp_path / "gate-state", provisioned_signers=SignerKeys.from_pem_dir(pins), static_store=TrustStore())
+    return TrustUpdates(tmp_path / "gate-state", provisioned_signers=SignerKeys.from_pem_dir(pins),
+                        static_store=TrustStore())
 
 
 def passes(province: dict[str, Path]) -> dict[str, str]:
@@ -111,12 +108,13 @@ def test_rotation_through_the_commands(tmp_path, province) -> None:
     (next_key,) = (tmp_path / "next").glob("*.key")
     (next_pub,) = (tmp_path / "next").glob("*.pem")
     first, second = tmp_path / "v1.cose", tmp_path / "v2.cose"
-    assert issuer_cli("trust-list", "build", "--signer", province["list_key"], "--keys", province["issuers"], "--version", "1",
-                      "--next-signer", next_pub, "--out", first) == 0
+    assert issuer_cli("trust-list", "build", "--signer", province["list_key"], "--keys", province["issuers"],
+                      "--version", "1", "--next-signer", next_pub, "--out", first) == 0
     assert issuer_cli("trust-list", "build", "--signer", next_key, "--keys", province["issuers"], "--version", "2",
                       "--out", second) == 0
     updates = gate(tmp_path, province["pins"])
-    assert updates.offer(second.read_bytes(), "file", NOW).outcome is ListOutcome.UNKNOWN_SIGNER  # the gate does not know it yet
+    # the gate does not know it yet
+    assert updates.offer(second.read_bytes(), "file", NOW).outcome is ListOutcome.UNKNOWN_SIGNER
     assert updates.offer(first.read_bytes(), "file", NOW).accepted
     assert updates.offer(second.read_bytes(), "file", NOW).accepted
     assert [str(k.kid.hex()) for k in updates.pinned_signers] == [load_list_signer(next_key).kid.hex()]
@@ -137,7 +135,8 @@ def test_revocation_snapshot_and_delta_from_files(tmp_path, province, capsys) ->
     assert issuer_cli("revocation", "build", "--snapshot", "--version", "1", "--signer", province["list_key"],
                       "--uci-file", ucis, "--hash-file", hashed, "--out", snapshot) == 0
     assert "2 uci" in capsys.readouterr().out
-    assert issuer_cli("revocation", "build", "--delta", "--base", "1", "--version", "2", "--signer", province["list_key"],
+    assert issuer_cli("revocation", "build", "--delta", "--base", "1", "--version", "2",
+                      "--signer", province["list_key"],
                       "--pass-id-file", ids, "--remove-uci-file", ucis, "--out", delta) == 0
 
     updates = gate(tmp_path, province["pins"])
@@ -161,11 +160,13 @@ def test_revoking_whole_pass_texts(tmp_path, province) -> None:
     assert issuer_cli("revocation", "build", "--snapshot", "--version", "1", "--signer", province["list_key"],
                       "--pass-file", pass_file, "--out", revocation) == 0
     updates = gate(tmp_path, province["pins"])
-    assert updates.offer(trust.read_bytes(), "file", NOW).accepted and updates.offer(revocation.read_bytes(), "file", NOW).accepted
+    assert (updates.offer(trust.read_bytes(), "file", NOW).accepted
+            and updates.offer(revocation.read_bytes(), "file", NOW).accepted)
     index = updates.authority.state.revoked
     assert {t: index.count(t) for t in pass_hashes(texts["qrgate"])} == {t: 1 for t in pass_hashes(texts["qrgate"])}
     verifier = PassVerifier(updates.authority)
-    assert verifier.verify(texts["qrgate"], NOW).reason is Reason.REVOKED and verifier.verify(texts["dcc"], NOW).accepted
+    assert (verifier.verify(texts["qrgate"], NOW).reason is Reason.REVOKED
+            and verifier.verify(texts["dcc"], NOW).accepted)
 
 
 @pytest.mark.parametrize(("argv", "code", "message"), [
@@ -180,7 +181,8 @@ def test_revocation_build_usage_and_input_errors(tmp_path, province, capsys, arg
     (tmp_path / "ucis.txt").write_text("URN:UVCI:01:VN:X\n")
     (tmp_path / "bad.txt").write_text("00ff\nnot-hex\n")
     argv = [a.format(ucis=tmp_path / "ucis.txt", bad=tmp_path / "bad.txt") for a in argv]
-    assert issuer_cli("revocation", "build", *argv, "--signer", province["list_key"], "--out", tmp_path / "r.cose") == code
+    out = tmp_path / "r.cose"
+    assert issuer_cli("revocation", "build", *argv, "--signer", province["list_key"], "--out", out) == code
     assert message in capsys.readouterr().err
     assert not (tmp_path / "r.cose").exists()
 
@@ -198,10 +200,12 @@ def test_the_drop_directory_takes_lists_in_any_order_and_sets_refused_ones_aside
     assert issuer_cli("trust-list", "build", "--signer", province["list_key"], "--keys", province["issuers"],
                       "--version", "4", "--next-signer", next_pub, "--out", trust) == 0
     # Signed by the key the trust list introduces: it only verifies once the trust list is in.
-    assert issuer_cli("revocation", "build", "--snapshot", "--version", "1", "--signer", next_key, "--out", revocation) == 0
+    assert issuer_cli("revocation", "build", "--snapshot", "--version", "1", "--signer", next_key,
+                      "--out", revocation) == 0
     assert issuer_cli("publish", revocation, "--to-dir", drop) == 0
     assert issuer_cli("publish", trust, "--to-dir", drop) == 0
-    assert sorted(p.name for p in drop.iterdir()) == ["qrgate-revocation-v0000000001.cose", "qrgate-trust-list-v0000000004.cose"]
+    assert sorted(p.name for p in drop.iterdir()) == ["qrgate-revocation-v0000000001.cose",
+                                                       "qrgate-trust-list-v0000000004.cose"]
     (drop / "notes.txt").write_text("not a list")
     (drop / ".partial.tmp").write_bytes(b"being written")
 
@@ -234,9 +238,10 @@ def test_lists_published_retained_reach_a_gate_that_connects_later(tmp_path, pro
     ucis.write_text("URN:UVCI:01:VN:CLI0001\n")
     assert issuer_cli("trust-list", "build", "--signer", province["list_key"], "--keys", province["issuers"],
                       "--version", "1", "--out", trust) == 0
-    assert issuer_cli("revocation", "build", "--snapshot", "--version", "1", "--signer", province["list_key"], "--out", snapshot) == 0
-    assert issuer_cli("revocation", "build", "--delta", "--base", "1", "--version", "2", "--signer", province["list_key"],
-                      "--uci-file", ucis, "--out", delta) == 0
+    assert issuer_cli("revocation", "build", "--snapshot", "--version", "1", "--signer", province["list_key"],
+                      "--out", snapshot) == 0
+    assert issuer_cli("revocation", "build", "--delta", "--base", "1", "--version", "2",
+                      "--signer", province["list_key"], "--uci-file", ucis, "--out", delta) == 0
     port = str(broker.port)
     for document in (trust, snapshot, delta):
         assert issuer_cli("publish", document, "--mqtt-host", broker.host, "--mqtt-port", port) == 0
@@ -257,7 +262,8 @@ def test_lists_published_retained_reach_a_gate_that_connects_later(tmp_path, pro
         wait_until(lambda: live.on(REVOCATION_TOPIC), 5, "the retained snapshot")
         assert issuer_cli("publish", delta, "--mqtt-host", broker.host, "--mqtt-port", port) == 0
         wait_until(lambda: len(live.on(REVOCATION_TOPIC)) == 2, 5, "the delta")
-        outcomes = [updates.offer(m.payload, "mqtt", NOW, expect=ListType.REVOCATION).outcome for m in live.on(REVOCATION_TOPIC)]
+        outcomes = [updates.offer(m.payload, "mqtt", NOW, expect=ListType.REVOCATION).outcome
+                    for m in live.on(REVOCATION_TOPIC)]
     assert outcomes == [ListOutcome.UNCHANGED, ListOutcome.ACCEPTED]
     assert verifier.verify(passes(province)["dcc"], NOW).reason is Reason.REVOKED
 
@@ -290,7 +296,8 @@ def test_publish_fails_cleanly_without_a_broker_or_with_garbage(tmp_path, provin
     trust = tmp_path / "t.cose"
     assert issuer_cli("trust-list", "build", "--signer", province["list_key"], "--keys", province["issuers"],
                       "--version", "1", "--out", trust) == 0
-    assert issuer_cli("publish", trust, "--mqtt-host", "127.0.0.1", "--mqtt-port", free_loopback_port(), "--timeout", "2") == 1
+    assert issuer_cli("publish", trust, "--mqtt-host", "127.0.0.1", "--mqtt-port", free_loopback_port(),
+                      "--timeout", "2") == 1
     assert "qrgate-issuer:" in capsys.readouterr().err
     garbage = tmp_path / "garbage.cose"
     garbage.write_bytes(b"\x01\x02\x03")

@@ -51,7 +51,3 @@ class UplinkError(QrgateError):
 
 class BrokerError(QrgateError):
     """A local Mosquitto broker started by qrgate (demo, tests) failed to start."""
-
-
-class ConsumerError(QrgateError):
-    """The province's reference consumer cannot open or write its store, or is misconfigured."""

@@ -10,16 +10,15 @@ Why the ACLs look as they do is written in the templates and in docs/mqtt.md ("B
 configurations"); in short: gates are confined by ``pattern`` lines to ``qrgate/v1/device/<CN>/#``;
 a site's bridge may act only for the gates listed for that site; every role user is denied the
 device subtree named after itself, since pattern lines apply to every user.
+
+The command line over this module is ``qrgate-issuer broker-config`` (``commands.broker_config``).
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
 import os
 import re
 import string
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,7 +115,9 @@ class SiteBroker:
         if not 1 <= base <= cap:
             raise ConfigError(f"restart_timeout_s must satisfy 1 <= base <= cap, got {base} {cap}")
         if self.bridge_keepalive_s < 5:
-            raise ConfigError(f"bridge_keepalive_s must be at least 5 (mosquitto's minimum), got {self.bridge_keepalive_s}")
+            raise ConfigError(
+                f"bridge_keepalive_s must be at least 5 (mosquitto's minimum), got {self.bridge_keepalive_s}"
+            )
         _check_persistence(self.autosave_changes, self.max_queued_messages)
         if self.max_inflight_messages < 1:
             raise ConfigError(f"max_inflight_messages must be at least 1, got {self.max_inflight_messages}")
@@ -163,7 +164,8 @@ class ProvincialBroker:
             for device_id in devices:
                 _check_id(f"device id (site {site_id})", device_id)
                 _claim(owner, device_id, f"a gate of site {site_id}")
-        for role, names in (("a consumer", self.consumers), ("an operator", self.operators), ("an issuer", self.issuers)):
+        roles = (("a consumer", self.consumers), ("an operator", self.operators), ("an issuer", self.issuers))
+        for role, names in roles:
             for name in names:
                 _check_id(role.split()[-1], name)
                 _claim(owner, name, role)
@@ -354,7 +356,9 @@ def _check_port(what: str, value: int) -> None:
 
 def _check_path(what: str, value: str) -> None:
     if not isinstance(value, str) or not value.startswith("/") or any(c.isspace() for c in value):
-        raise ConfigError(f"{what} {value!r} must be an absolute path without spaces (mosquitto splits values at spaces)")
+        raise ConfigError(
+            f"{what} {value!r} must be an absolute path without spaces (mosquitto splits values at spaces)"
+        )
 
 
 def _check_user(value: str) -> None:
@@ -381,125 +385,3 @@ def _claim(owner: dict[str, str], name: str, what: str) -> None:
     if name in owner:
         raise ConfigError(f"{name!r} is both {owner[name]} and {what}: one certificate CN cannot be two clients")
     owner[name] = what
-
-
-# ---- qrgate-issuer broker-config ---------------------------------------------------------------
-
-CERTS_DIR = "/etc/mosquitto/certs"
-
-
-def add_parsers(commands: argparse._SubParsersAction) -> None:
-    """Register ``broker-config site`` and ``broker-config province`` on ``qrgate-issuer``."""
-    broker = commands.add_parser(
-        "broker-config", help="render the site or provincial Mosquitto configuration",
-        description="Render mosquitto.conf and qrgate.acl from firmware/mosquitto/ into a directory. "
-        "Paths given are where the files will be on the broker's machine.",
-    )
-    kinds = broker.add_subparsers(dest="kind", metavar="KIND", required=True)
-
-    site = kinds.add_parser(
-        "site", help="a site's broker, bridged to the province",
-        description="The site broker: the gates' mutual-TLS listener, their ACL, and the bridge to the province. "
-        "The bridge's certificate must carry the CN site-<site-id>.",
-    )
-    site.add_argument("--site-id", required=True, help="the site's id (also in its bridge certificate's CN)")
-    site.add_argument("--province-host", required=True, help="the provincial broker's host name or IPv4 address")
-    site.add_argument("--province-port", type=int, default=8883)
-    site.add_argument("--bridge-ca-file", default=f"{CERTS_DIR}/province-ca.pem",
-                      help="CA that signed the provincial broker's certificate")
-    site.add_argument("--bridge-cert-file", default=f"{CERTS_DIR}/bridge.pem", help="this site's bridge certificate")
-    site.add_argument("--bridge-key-file", default=f"{CERTS_DIR}/bridge.key", help="this site's bridge key")
-    site.add_argument("--reader", action="append", default=[], metavar="CN",
-                      help="a site-local reader of the gates' topics (repeatable)")
-    site.add_argument("--restart-timeout", type=int, nargs=2, default=(5, 60), metavar=("BASE", "CAP"),
-                      help="bridge reconnect backoff in seconds (default: 5 60)")
-    site.add_argument("--bridge-protocol", choices=BRIDGE_PROTOCOLS, default="mqttv311",
-                      help="MQTT version between the brokers (default mqttv311: see docs/mqtt.md)")
-    site.add_argument("--max-queued-messages", type=int, default=100_000)
-    _add_common_arguments(site)
-    site.set_defaults(run=_run_site)
-
-    province = kinds.add_parser(
-        "province", help="the provincial broker",
-        description="The provincial broker: its mutual-TLS listener and the ACL of sites, gates and roles.",
-    )
-    province.add_argument("--site", action="append", default=[], metavar="SITE=GATE[,GATE...]",
-                          help="a site and its gates' device ids (repeatable)")
-    province.add_argument("--sites-csv", type=Path, metavar="FILE",
-                          help="CSV with the columns site_id,device_id: one row per gate")
-    province.add_argument("--consumer", action="append", default=[], metavar="CN", help="a backend consumer (repeatable)")
-    province.add_argument("--operator", action="append", default=[], metavar="CN", help="an operator (repeatable)")
-    province.add_argument("--issuer", action="append", default=[], metavar="CN", help="a trust-list issuer (repeatable)")
-    province.add_argument("--max-queued-messages", type=int, default=1_000_000)
-    _add_common_arguments(province)
-    province.set_defaults(run=_run_province)
-
-
-def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, required=True, help="directory to write mosquitto.conf and qrgate.acl into")
-    parser.add_argument("--port", type=int, default=8883)
-    parser.add_argument("--bind-address", default="0.0.0.0")
-    parser.add_argument("--ca-file", default=f"{CERTS_DIR}/ca.pem", help="CA that signs the clients' certificates")
-    parser.add_argument("--cert-file", default=f"{CERTS_DIR}/server.pem", help="this broker's certificate")
-    parser.add_argument("--key-file", default=f"{CERTS_DIR}/server.key", help="this broker's key")
-    parser.add_argument("--acl-file", default=f"/etc/mosquitto/{ACL_FILE_NAME}", help="where qrgate.acl is installed")
-    parser.add_argument("--persistence-dir", default="/var/lib/mosquitto")
-    parser.add_argument("--log-file", help="log to this file (default: stderr, i.e. the journal under systemd)")
-    parser.add_argument("--run-as-user", default="mosquitto")
-    parser.add_argument("--autosave-changes", type=int, default=100,
-                        help="save the broker's database after this many changes (see docs/mqtt.md)")
-
-
-def _run_site(args: argparse.Namespace) -> int:
-    site = SiteBroker(
-        site_id=args.site_id, province_host=args.province_host, province_port=args.province_port,
-        listener_tls=TlsFiles(args.ca_file, args.cert_file, args.key_file),
-        bridge_tls=TlsFiles(args.bridge_ca_file, args.bridge_cert_file, args.bridge_key_file),
-        port=args.port, bind_address=args.bind_address, acl_file=args.acl_file,
-        persistence_dir=args.persistence_dir, log_file=args.log_file, run_as_user=args.run_as_user,
-        restart_timeout_s=tuple(args.restart_timeout), bridge_protocol=args.bridge_protocol,
-        autosave_changes=args.autosave_changes,
-        max_queued_messages=args.max_queued_messages, readers=tuple(args.reader),
-    )
-    _report(write_site_broker(site, args.out), f"site {args.site_id}: the bridge's certificate CN must be {site.bridge_id}")
-    return 0
-
-
-def _run_province(args: argparse.Namespace) -> int:
-    sites = _sites(args.site, args.sites_csv)
-    province = ProvincialBroker(
-        listener_tls=TlsFiles(args.ca_file, args.cert_file, args.key_file), sites=sites,
-        consumers=tuple(args.consumer), operators=tuple(args.operator), issuers=tuple(args.issuer),
-        port=args.port, bind_address=args.bind_address, acl_file=args.acl_file,
-        persistence_dir=args.persistence_dir, log_file=args.log_file, run_as_user=args.run_as_user,
-        autosave_changes=args.autosave_changes, max_queued_messages=args.max_queued_messages,
-    )
-    gates = sum(len(devices) for devices in sites.values())
-    _report(write_provincial_broker(province, args.out), f"province: {len(sites)} site(s), {gates} gate(s)")
-    return 0
-
-
-def _sites(options: Sequence[str], csv_path: Path | None) -> dict[str, list[str]]:
-    """``SITE=GATE,GATE`` options and CSV rows (site_id,device_id) merged into site -> gates."""
-    sites: dict[str, list[str]] = {}
-    for option in options:
-        site_id, separator, devices = option.partition("=")
-        if not separator or not devices:
-            raise ConfigError(f"--site {option!r}: expected SITE=GATE[,GATE...]")
-        sites.setdefault(site_id, []).extend(device.strip() for device in devices.split(","))
-    if csv_path is not None:
-        try:
-            with open(csv_path, newline="", encoding="utf-8") as file:
-                rows = list(csv.DictReader(file))
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            raise ConfigError(f"{csv_path}: cannot read: {exc}") from exc
-        for line, row in enumerate(rows, start=2):
-            site_id, device_id = row.get("site_id"), row.get("device_id")
-            if not site_id or not device_id:
-                raise ConfigError(f"{csv_path}:{line}: a row needs both site_id and device_id")
-            sites.setdefault(site_id.strip(), []).append(device_id.strip())
-    return sites
-
-
-def _report(rendered: RenderedBroker, note: str) -> None:
-    print(f"wrote {rendered.config_file} and {rendered.acl_file} ({note})", file=sys.stdout)

@@ -1,0 +1,28 @@
+"""One module per ``qrgate-issuer`` subcommand, as the gate's ``qrgate.commands``.
+
+Each module has ``add_parser(subparsers)``, which adds its subcommand (and that subcommand's own
+actions, e.g. ``key new``) to ``subparsers``; every parser that does something sets
+``run(args) -> int`` as its default. ``qrgate_provisioning.cli`` wires them together.
+
+Exit codes: 0 done; 1 failed, with the reason on stderr; 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Protocol
+
+PROG = "qrgate-issuer"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class Subcommands(Protocol):
+    """What ``add_parser`` needs of ``ArgumentParser.add_subparsers()``'s result.
+
+    argparse's own class for it (``_SubParsersAction``) is private, so the signatures name this
+    instead; the parts used are those argparse documents.
+    """
+
+    def add_parser(
+        self, name: str, *, help: str | None = ..., description: str | None = ...
+    ) -> argparse.ArgumentParser: ...
