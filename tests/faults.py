@@ -21,7 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from mqtt_helpers import Subscriber, wait_until
+from mqtt_helpers import Subscriber, build_uplink, wait_until
 from qrgate import wire
 from qrgate.broker import MosquittoBroker, free_loopback_port
 from qrgate.outbox import Outbox
@@ -214,11 +214,11 @@ def gate_uplink(outbox: Outbox, device_id: str, broker: MosquittoBroker, pki: Te
                 **overrides: object) -> Uplink:
     """A gate's uplink to ``broker`` over mutual TLS, with test-short reconnect delays."""
     options: dict[str, object] = dict(
-        device_id=device_id, host=broker.host, port=broker.port, tls=pki.tls_settings(credential),
-        reconnect_min_s=0.05, reconnect_max_s=0.5,
+        device_id=device_id, host=broker.host, port=broker.port, tls=True, ca_file=str(pki.ca_file),
+        cert_file=str(credential.cert), key_file=str(credential.key), reconnect_min_s=0.05, reconnect_max_s=0.5,
     )
     options.update(overrides)
-    return Uplink(outbox, **options)  # type: ignore[arg-type]
+    return build_uplink(outbox, **options)
 
 
 @dataclass(frozen=True)

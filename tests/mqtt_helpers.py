@@ -26,6 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from qrgate.broker import MosquittoBroker
+from qrgate.config import MqttConfig
 from qrgate.outbox import Outbox
 from qrgate.uplink import Uplink
 from qrgate.wire import CheckinEvent, iso_utc, new_event_id
@@ -92,13 +93,23 @@ def small_filesystem_fixture(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
+def build_uplink(outbox: Outbox, **options: object) -> Uplink:
+    """An Uplink: ``options`` that are MqttConfig fields make its section (plain MQTT and no backlog rate unless
+    they say otherwise), the others are Uplink keywords."""
+    fields: dict[str, object] = dict(tls=False, ca_file=None, cert_file=None, key_file=None, max_backlog_rate=0)
+    fields.update({name: value for name, value in options.items() if name in MqttConfig.model_fields})
+    keywords = {name: value for name, value in options.items() if name not in MqttConfig.model_fields}
+    return Uplink(outbox, MqttConfig.model_validate(fields), **keywords)  # type: ignore[arg-type]
+
+
 def uplink_for(outbox: Outbox, broker: MosquittoBroker, **overrides: object) -> Uplink:
-    """An uplink from ``outbox`` to ``broker`` that reconnects quickly; ``overrides`` are Uplink options."""
+    """An uplink from ``outbox`` to ``broker`` that reconnects quickly; ``overrides`` are MqttConfig fields or
+    Uplink keywords."""
     options: dict[str, object] = dict(
         device_id=DEVICE_ID, host=broker.host, port=broker.port, reconnect_min_s=0.05, reconnect_max_s=0.5,
     )
     options.update(overrides)
-    return Uplink(outbox, **options)  # type: ignore[arg-type]
+    return build_uplink(outbox, **options)
 
 
 def append(outbox: Outbox, count: int) -> list[str]:
@@ -302,7 +313,7 @@ class UplinkProcess:
 def _run_uplink_child(outbox_path: str, host: str, port: str, max_inflight: str, stats_path: str) -> None:
     parent = os.getppid()
     outbox = Outbox(outbox_path)
-    uplink = Uplink(
+    uplink = build_uplink(
         outbox, device_id=DEVICE_ID, host=host, port=int(port), max_inflight=int(max_inflight),
         reconnect_min_s=0.05, reconnect_max_s=0.5,
     )

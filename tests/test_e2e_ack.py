@@ -22,6 +22,7 @@ from mqtt_helpers import (
 )
 from qrgate import wire
 from qrgate.broker import MosquittoBroker
+from qrgate.config import MqttConfig
 from qrgate.outbox import Outbox
 from qrgate.uplink import Uplink
 from qrgate_provisioning.consumer import Consumer, SqliteStore
@@ -162,7 +163,8 @@ def test_without_end_to_end_acks_events_left_published_are_sent_again_and_delive
     ids = append(outbox, 3)
     outbox.mark_published([1, 2])  # written by a gate that had end-to-end acks on
     with Subscriber(broker.host, broker.port, [CHECKINS]) as subscriber:
-        with Uplink(outbox, device_id=DEVICE_ID, host=broker.host, port=broker.port, reconnect_min_s=0.05) as uplink:
+        with Uplink(outbox, MqttConfig(host=broker.host, port=broker.port, tls=False, reconnect_min_s=0.05,
+                                       max_backlog_rate=0), device_id=DEVICE_ID) as uplink:
             wait_until(lambda: outbox.pending_count() == 0, 5, "delivery by PUBACK")
             assert uplink.stats.delivered == 3
         wait_until(lambda: len(subscriber.checkins()) == 3, 5, "3 check-ins")

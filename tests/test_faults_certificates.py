@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from faults import Chain, Credential, FarEnd, TestPki, gate_uplink, stored_event_ids
 from mqtt_helpers import make_event, wait_until
+from qrgate.config import MqttConfig
 from qrgate.outbox import Outbox
-from qrgate.uplink import TlsSettings, Uplink
+from qrgate.uplink import Uplink
 
 SITE = "market-1"
 GATE = "gate-a"
@@ -27,9 +28,10 @@ def bad_certificate(chain: Chain, tmp_path: Path, kind: str) -> Credential:
 
 def refused_uplink(chain: Chain, outbox: Outbox, credential: Credential) -> Uplink:
     # The gate trusts the right CA for the broker's certificate; only its own certificate is bad.
-    return Uplink(outbox, device_id=GATE, host=chain.site.host, port=chain.site.port,
-                  tls=TlsSettings(chain.pki.ca_file, credential.cert, credential.key),
-                  reconnect_min_s=0.05, reconnect_max_s=0.3)
+    return Uplink(outbox, MqttConfig(host=chain.site.host, port=chain.site.port, ca_file=str(chain.pki.ca_file),
+                                     cert_file=str(credential.cert), key_file=str(credential.key),
+                                     reconnect_min_s=0.05, reconnect_max_s=0.3, max_backlog_rate=0),
+                  device_id=GATE)
 
 
 @pytest.mark.parametrize("kind", ["expired", "foreign CA"])

@@ -25,6 +25,7 @@ from mqtt_helpers import (
 )
 from qrgate import wire
 from qrgate.broker import BrokerTls, MosquittoBroker
+from qrgate.config import MqttConfig
 from qrgate.errors import UplinkError
 from qrgate.outbox import Outbox
 from qrgate.uplink import TlsSettings, Uplink, full_jitter_delay
@@ -229,16 +230,17 @@ def test_mutual_tls_with_server_verification(tmp_path: Path, outbox: Outbox) -> 
         client_tls = dict(ca_certs=str(pki.ca_cert), certfile=str(pki.client_cert), keyfile=str(pki.client_key))
         with Subscriber(tls_broker.host, tls_broker.port, [CHECKINS], **client_tls) as subscriber:
             ids = append(outbox, 3)
-            tls = TlsSettings(pki.ca_cert, pki.client_cert, pki.client_key)
-            with uplink_for(outbox, tls_broker, tls=tls):
+            tls = dict(tls=True, ca_file=str(pki.ca_cert), cert_file=str(pki.client_cert), key_file=str(pki.client_key))
+            with uplink_for(outbox, tls_broker, **tls):
                 wait_until(lambda: outbox.pending_count() == 0, 5, "delivery over TLS")
                 wait_until(lambda: len(subscriber.checkins()) == 3, 5, "3 check-ins")
             assert [e.event_id for e in subscriber.checkins()] == ids
 
         impostor = make_pki(tmp_path / "other-pki")  # a CA that did not sign the broker's certificate
-        wrong = TlsSettings(impostor.ca_cert, impostor.client_cert, impostor.client_key)
+        wrong = dict(tls=True, ca_file=str(impostor.ca_cert), cert_file=str(impostor.client_cert),
+                     key_file=str(impostor.client_key))
         append(outbox, 1)
-        with uplink_for(outbox, tls_broker, tls=wrong) as uplink:
+        with uplink_for(outbox, tls_broker, **wrong) as uplink:
             wait_until(lambda: uplink.stats.last_error, 5, "the verification failure")
             assert "certificate verify failed" in uplink.stats.last_error
             assert not uplink.stats.connected and outbox.pending_count() == 1
@@ -248,11 +250,13 @@ def test_unusable_tls_files_fail_at_construction_naming_the_file(tmp_path: Path,
     pki = make_pki(tmp_path / "pki")
     missing = tmp_path / "missing-ca.pem"
     with pytest.raises(UplinkError, match=str(missing)):
-        Uplink(outbox, device_id=DEVICE_ID, host="127.0.0.1", port=8883, tls=TlsSettings(missing))
+        Uplink(outbox, MqttConfig(host="127.0.0.1", port=8883, ca_file=str(missing), cert_file=None, key_file=None),
+               device_id=DEVICE_ID)
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("not a certificate")
     with pytest.raises(UplinkError, match=str(garbage)):
-        Uplink(outbox, device_id=DEVICE_ID, host="127.0.0.1", port=8883, tls=TlsSettings(garbage))
+        Uplink(outbox, MqttConfig(host="127.0.0.1", port=8883, ca_file=str(garbage), cert_file=None, key_file=None),
+               device_id=DEVICE_ID)
     other = make_pki(tmp_path / "other")
     with pytest.raises(UplinkError, match="not a matching PEM pair"):
         TlsSettings(pki.ca_cert, pki.client_cert, other.client_key).context()
@@ -262,7 +266,7 @@ def test_unusable_tls_files_fail_at_construction_naming_the_file(tmp_path: Path,
 
 def test_a_device_id_that_is_not_a_topic_level_is_refused(outbox: Outbox) -> None:
     with pytest.raises(UplinkError, match="topic level"):
-        Uplink(outbox, device_id="gate/1", host="127.0.0.1", port=1883)
+        Uplink(outbox, MqttConfig(host="127.0.0.1", port=1883, tls=False), device_id="gate/1")
 
 
 def test_backoff_has_full_jitter_within_an_exponential_bound() -> None:

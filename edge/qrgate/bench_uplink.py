@@ -35,6 +35,7 @@ from paho.mqtt.properties import Properties
 
 from . import wire
 from .broker import MosquittoBroker
+from .config import MqttConfig
 from .outbox import Outbox
 from .uplink import Uplink
 
@@ -213,8 +214,9 @@ def _drain(seed: Path, workdir: Path, *, rate: float | None, end_to_end: bool, c
     broker.stop()  # the outage: the subscribers' sessions are saved and wait for the broker's return
     outbox = Outbox(outbox_path)
     total = outbox.pending_count()
-    uplink = Uplink(outbox, device_id=DEVICE_ID, host=broker.host, port=broker.port, reconnect_min_s=0.05,
-                    reconnect_max_s=0.2, end_to_end_ack=end_to_end, ack_timeout_s=ack_timeout_s, max_backlog_rate=rate)
+    link = MqttConfig(host=broker.host, port=broker.port, tls=False, reconnect_min_s=0.05, reconnect_max_s=0.2,
+                      end_to_end_ack=end_to_end, ack_timeout_s=ack_timeout_s, max_backlog_rate=rate or 0)
+    uplink = Uplink(outbox, link, device_id=DEVICE_ID)
     result: dict[str, float | int | None] = {"events": total}
     try:
         if consumer is None or not consumer_first:

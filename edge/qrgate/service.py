@@ -35,7 +35,7 @@ from .passes.trust import TrustStore
 from .passes.verifier import PassVerifier
 from .rules.policy import RuleSet, RuleSetError, builtin_rule_set, load_rule_set
 from .trust_updates import TrustUpdates
-from .uplink import TlsSettings, Uplink
+from .uplink import Uplink
 
 log = logging.getLogger(__name__)
 
@@ -191,27 +191,13 @@ class GateService:
         self._drop_thread: threading.Thread | None = None
 
     def _build_uplink(self) -> Uplink:
-        mqtt = self.config.mqtt
-        tls = TlsSettings(ca_file=mqtt.ca_file, cert_file=mqtt.cert_file, key_file=mqtt.key_file) if mqtt.tls else None
         return Uplink(
             self.outbox,
+            self.config.mqtt,
             device_id=self.config.device.id,
-            host=mqtt.host,
-            port=mqtt.port,
-            client_id=mqtt.client_id or self.config.device.id,
-            tls=tls,
-            keepalive=mqtt.keepalive_s,
-            session_expiry_s=mqtt.session_expiry_s,
-            max_inflight=mqtt.max_inflight,
-            reconnect_min_s=mqtt.reconnect_min_s,
-            reconnect_max_s=mqtt.reconnect_max_s,
             software_version=__version__,
             subscriptions=self._list_subscriptions(),
             status_details=self._status_details,
-            end_to_end_ack=mqtt.end_to_end_ack,
-            ack_timeout_s=mqtt.ack_timeout_s,
-            ack_window=mqtt.ack_window,
-            max_backlog_rate=mqtt.max_backlog_rate or None,
             telemetry_interval_s=self.config.service.telemetry_interval_s or None,
             telemetry_details=self._telemetry_details,
         )
