@@ -262,3 +262,32 @@ def test_pipeline_reads_at_least_what_the_cascade_reads_on_a_hard_stream():
         by_pipeline += bool(piped)
         by_cascade += any(c.text == payload for c in cascade.decode(frame))
     assert by_pipeline > by_cascade
+
+
+# -- a code that fills (and overflows) the frame: a phone pushed up to the camera ---------------
+
+
+def test_a_code_overflowing_the_frame_is_tracked_inside_it_and_held_still_is_decoded_every_frame():
+    text = "QG1:close-up-" + "c" * 40
+    symbol = code_image(text, scale=15)  # 555 px with its quiet zone: more than the 480 rows
+    frame = np.full((480, 640), 200, np.uint8)
+    top = (symbol.shape[0] - 480) // 2
+    left = max(0, (640 - symbol.shape[1]) // 2)
+    visible = symbol[top:top + 480, : 640 - left]
+    frame[:, left:left + visible.shape[1]] = visible  # the quiet zone cut off at the top and bottom
+    rng = np.random.default_rng(5)
+    pipeline = build_pipeline()
+    assert pipeline.tracker is not None and pipeline.presence is not None
+    frames = [noisy(frame, rng) for _ in range(12)]
+    reads = [pipeline.decode(f) for f in frames]
+    assert all([c.text for c in codes] == [text] for codes in reads)
+    hint = pipeline.tracker.hint()
+    assert hint is not None and hint.read
+    x0, y0, x1, y1 = hint.box
+    assert 0 <= x0 < x1 <= 640 and 0 <= y0 < y1 <= 480  # clipped to the frame, not lost
+    assert (x1 - x0) * (y1 - y0) >= 0.5 * 640 * 480
+    # Held motionless it would melt into the presence gate's background; the last frame showing a
+    # code keeps the gate decoding every frame, so none of the 12 was skipped.
+    assert pipeline.presence.skipped == 0
+    assert pipeline.stats.decoded == 12
+    assert pipeline.stats.region_first >= 8  # read in the tracked region, which is most of the frame

@@ -13,6 +13,7 @@ from .opencv import OpenCvDecoder
 from .photo import PhotoDecoder, default_passes
 from .pipeline import FramePipeline
 from .presence import PresenceGate
+from .small_codes import SmallCodeLook
 from .tracking import RegionTracker
 from .zbar import ZbarDecoder
 from .zxing import ZxingDecoder
@@ -69,7 +70,8 @@ def build_decoder(
     if isinstance(primary, ZxingDecoder) and repair:
         zbar = second if isinstance(second, ZbarDecoder) else None
         return CascadeDecoder(primary, default_attempts(ZxingDecoder(), second, OpenCvDecoder()),
-                              max_attempts=max_repairs, wide_attempts=wide_attempts(zbar))
+                              max_attempts=max_repairs, wide_attempts=wide_attempts(zbar),
+                              small_look=SmallCodeLook(ZxingDecoder(try_invert=try_invert)))
     return primary if second is None else FallbackDecoder(primary, second)
 
 

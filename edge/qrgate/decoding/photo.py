@@ -4,7 +4,7 @@ a few whole-image passes for what it did not read, every code any of them reads.
 A photo has no deadline and may hold several codes, so unlike the capture loop this decoder does
 not stop at the first code: after the cascade (zxing-cpp at the library's defaults for QR, with
 its own multi-resolution pyramid and inverted reading, then the repair ladder on every located
-symbol it could not read), it runs each pass below on the whole image while the cascade left
+symbol it could not read, then its small-code look), it runs each pass below on the whole image while the cascade left
 something unread: nothing read at all, or symbols located and not read.
 
 The passes, in the order that adds the most codes per millisecond on ../shared/qr-photos (the
@@ -98,6 +98,9 @@ class PhotoDecoder:
                 left_unread |= not found
         if codes and not left_unread:
             return codes
+        small_look = self._cascade.small_look
+        if small_look is not None:  # what the gate's cascade does where nothing is located
+            _add(codes, small_look.read(grey))
         for whole in self._passes:
             prepared = whole.prepare(grey)
             if prepared is None:

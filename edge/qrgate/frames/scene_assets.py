@@ -258,11 +258,19 @@ def _home(visit: Visit, side: float, width: int, height: int, rng: np.random.Gen
     """Where the hand holds the code's centre: the middle of the frame, give or take; a close-up
     near the centre (an ``edge`` visit is moved against its edge frame by frame: ``_against_edge``)."""
     margin = side * 0.55
-    home_x = rng.uniform(max(margin, width * 0.3), min(width - margin, width * 0.7))
-    home_y = rng.uniform(max(margin, height * 0.3), min(height - margin, height * 0.7))
+    # Drawn before the close-up's early return so every visit takes the same draws from ``rng``
+    # (the scene after a close-up stays the same whatever its size). A symbol too large for the
+    # middle band (a close-up fills up to 98 % of the frame) is held at the frame's centre.
+    home_x = _uniform_or_middle(rng, max(margin, width * 0.3), min(width - margin, width * 0.7), width)
+    home_y = _uniform_or_middle(rng, max(margin, height * 0.3), min(height - margin, height * 0.7), height)
     if visit.category == "closeup":
         return width / 2 + fx.uniform(-0.04, 0.04) * width, height / 2 + fx.uniform(-0.04, 0.04) * height
     return home_x, home_y
+
+
+def _uniform_or_middle(rng: np.random.Generator, low: float, high: float, extent: int) -> float:
+    drawn = rng.uniform(0.0, 1.0)
+    return low + drawn * (high - low) if high >= low else extent / 2
 
 
 def _against_edge(x: np.ndarray, y: np.ndarray, home: tuple[float, float], poses: list[Pose], which: np.ndarray,
