@@ -163,7 +163,39 @@ def test_a_code_zxing_cannot_locate_is_read_in_the_tracked_region():
     pipeline = build_pipeline(presence_gate=False)
     assert pipeline.decode(frame) and pipeline.decode(hard)
     assert pipeline.stats.region_repaired == 1
-    assert build_pipeline(presence_gate=False, track=False).decode(hard) == []
+    # Without the tracked region and without the sweep (no ZBar fallback), nothing reads it ...
+    assert build_pipeline(presence_gate=False, track=False, fallback=None).decode(hard) == []
+    # ... while the sweep (step 4: ZBar on the whole frame, on a schedule) reads it untracked.
+    untracked = build_pipeline(presence_gate=False, track=False)
+    assert [c.text for c in untracked.decode(hard)] == ["QRG1:" + "m" * 60]
+    assert untracked.stats.swept == 1 and untracked.stats.sweep_reads == 1
+
+
+def test_the_sweep_runs_on_every_nth_frame_where_nothing_was_found_and_maps_corners_back():
+    empty = wall(7)
+    zbar = Counting(build_decoder("zbar", None))
+    pipeline = FramePipeline(build_decoder(), sweep=zbar, sweep_every=3)
+    for _ in range(7):
+        assert pipeline.decode(empty) == []
+    assert zbar.calls == 3  # frames 1, 4, 7: the first is swept, then every third
+    assert pipeline.stats.swept == 3 and pipeline.stats.sweep_reads == 0
+
+    wide = np.full((1080, 1920), 170, np.uint8)  # wider than SWEEP_MAX_WIDTH: swept shrunk to 960
+    symbol = code_image("QRG1:swept", 8)
+    wide[400 : 400 + symbol.shape[0], 1000 : 1000 + symbol.shape[1]] = symbol
+    class Blind:  # a primary that reads nothing, so only the sweep can
+        name = "blind"
+
+        def decode(self, grey: np.ndarray) -> list[DecodedCode]:
+            return []
+
+    only_sweep = FramePipeline(Blind(), sweep=zbar, sweep_every=1)
+    codes = only_sweep.decode(wide)
+    assert [c.text for c in codes] == ["QRG1:swept"] and codes[0].backend == "sweep+zbar"
+    xs = [x for x, _ in codes[0].corners]
+    ys = [y for _, y in codes[0].corners]
+    side = symbol.shape[0]
+    assert 1000 <= min(xs) and max(xs) <= 1000 + side and 400 <= min(ys) and max(ys) <= 400 + side
 
 
 def test_once_the_code_is_gone_the_region_gets_no_repairs_and_the_hint_expires():

@@ -100,9 +100,17 @@ def build_pipeline(
     # goes through the cascade, which would otherwise repeat the ladder on the same region.
     region_decoder = ZxingDecoder(try_rotate=try_rotate, try_invert=try_invert, try_downscale=try_downscale) \
         if backend == "zxing" else None
+    # Step 4's sweep is ZBar when it is the configured fallback (FramePipeline says why).
+    sweep: Decoder | None = None
+    if fallback == "zbar" and backend == "zxing" and repair:
+        try:
+            sweep = ZbarDecoder()
+        except DecoderUnavailable:
+            sweep = None  # build_decoder has warned already
     return FramePipeline(
         decoder,
         region_decoder=region_decoder,
+        sweep=sweep,
         presence=PresenceGate(threshold=presence_threshold, decode_every=decode_every) if presence_gate else None,
         tracker=RegionTracker() if track else None,
     )
