@@ -47,8 +47,8 @@ def build_decoder(
 
     The ``try_*`` flags are zxing-cpp options (ZxingDecoder says what each costs and reads) and
     apply to zxing's whole-frame pass; the ladder's rungs work on a region at one polarity and
-    scale and use plain zxing. ZBar has no equivalents. A missing primary library raises DecoderUnavailable; a missing fallback library
-    only loses the fallback, with one warning.
+    scale and use plain zxing. ZBar has no equivalents. A missing primary library raises
+    DecoderUnavailable; a missing fallback library only loses the fallback, with one warning.
     """
     for role, value in (("backend", backend), ("fallback", fallback)):
         if value is not None and value not in BACKENDS:

@@ -10,10 +10,11 @@ Per decoded frame:
 1. A code was read a moment ago: zxing on that region first (a crop is a few times cheaper than
    the frame). Every ``full_frame_every``-th frame goes to step 2 anyway, so a second visitor's
    code elsewhere in the frame is not missed while the first is held up.
-2. The cascade on the whole frame: zxing, and the repair ladder on any located-but-unreadable QR.
+2. The cascade on the whole frame: zxing, the repair ladder on any located-but-unreadable QR,
+   and the small-code look where nothing was located (decoding/small_codes.py).
 3. Nothing read and nothing located, but a code was read or located there within the last few
-   frames and the region still looks like it (``Hint.still_there``): the repair ladder on that region. Codes zxing fails to even locate (heavy blur, moiré,
-   a shadow edge) are read here.
+   frames and the region still looks like it (``Hint.still_there``): the repair ladder on that
+   region. Codes zxing fails to even locate (heavy blur, moiré, a shadow edge) are read here.
 4. Still nothing, on every ``sweep_every``-th such frame: the sweep decoder (ZBar) on the whole
    frame, shrunk to at most ``SWEEP_MAX_WIDTH``. A code zxing-cpp never located is never
    tracked, so steps 1 and 3 cannot help it; ZBar's scan-line finder reads some of them (a code

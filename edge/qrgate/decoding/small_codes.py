@@ -14,14 +14,14 @@ box (with a quiet-zone margin) is cut from the full frame, enlarged by up to ``F
 ``MAX_SIDE_PX`` on its longer side; a box already that large is not small and is skipped) and
 read by zxing-cpp, then once more sharpened if that read nothing.
 
-Measured on ../shared/qr-photos (docs/performance.md, "the small-code look"): with the photos
+Measured on ../shared/qr-photos (docs/performance.md, "Against bare zxing-cpp"): with the photos
 halved, the gate's decoder reads 92 of 137 without it and 115 with it (whole-frame 2x upscaling
 instead: 112; without the sharpened second read: 112); at a third of their size 54 and 76 (67
-without the second read). The look costs about 0.5 ms there, and it runs only on
-frames where zxing-cpp read nothing (nor the ladder, where zxing located something). The reader
-is the gate's zxing-cpp call with ``try_invert`` (2 of the 20 halved photos it adds are light on
-dark); factor 2 instead of 3 read 2 fewer, and 3 boxes instead of 2 none more. OpenCV's QR detector was the alternative
-locator; it needs the same finder patterns zxing-cpp could not find.
+without the second read). The look costs about 0.5 ms there, and it runs only on frames where
+zxing-cpp read nothing (nor the ladder, where zxing located something). OpenCV's QR detectors
+were not tried as the locator: they too search for finder patterns. The reader is the gate's
+zxing-cpp call with ``try_invert`` (2 more halved photos than without: light-on-dark codes);
+factor 2 instead of 3 read 2 fewer, and 3 boxes instead of 2 none more.
 """
 
 from __future__ import annotations
