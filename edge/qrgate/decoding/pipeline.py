@@ -15,8 +15,8 @@ Per decoded frame:
 3. Nothing read and nothing located, but a code was read or located there within the last few
    frames and the region still looks like it (``Hint.still_there``): the repair ladder on that
    region. Codes zxing fails to even locate (heavy blur, moiré, a shadow edge) are read here.
-4. Still nothing, on every ``sweep_every``-th such frame: the sweep decoder (ZBar) on the whole
-   frame, shrunk to at most ``SWEEP_MAX_WIDTH``. A code zxing-cpp never located is never
+4. Still nothing read (whether or not something was located), on every ``sweep_every``-th such
+   frame: the sweep decoder (ZBar) on the whole frame, shrunk to at most ``SWEEP_MAX_WIDTH``. A code zxing-cpp never located is never
    tracked, so steps 1 and 3 cannot help it; ZBar's scan-line finder reads some of them (a code
    with a damaged finder pattern: at 1280x720 and 2304x1296 the synthetic damage condition's
    frames ZBar read and nothing else did were 17 and 18 of 90). ZBar costs about ten zxing-cpp
@@ -36,7 +36,8 @@ import numpy as np
 import cv2
 
 from .base import DecodedCode, Decoder, DetectingDecoder
-from .cascade import CascadeDecoder, box_area, box_overlap, located_boxes
+from .cascade import CascadeDecoder
+from .geometry import box_area, box_overlap, located_boxes
 from .presence import PresenceGate
 from .tracking import RegionTracker
 
@@ -144,7 +145,12 @@ class FramePipeline:
             if tracker is not None:
                 tracker.saw(grey, located, read=False)
             self._set_active(True)
-            return []
+            # The sweep here too: what zxing located may be a false finder pattern or a corner
+            # of the code, and ZBar finds its own (close-up at 1280x720: 56 -> 59 of 60 frames).
+            codes = self._swept(grey) if self._sweep is not None else []
+            if codes:
+                self._saw(grey, codes)
+            return codes
         if hint is not None and self._read_region is not None and hint.still_there(grey):
             codes = self._read_region(grey, hint.box)
             if codes:
