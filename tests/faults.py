@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from mqtt_helpers import Subscriber, build_uplink, wait_until
 from qrgate import wire
-from qrgate.broker import MosquittoBroker, free_loopback_port
 from qrgate.outbox import Outbox
+from qrgate.tools.broker import MosquittoBroker, free_loopback_port
 from qrgate.uplink import TlsSettings, Uplink
 from qrgate_provisioning.brokerconf import (
     ProvincialBroker,

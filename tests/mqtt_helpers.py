@@ -25,9 +25,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from qrgate.broker import MosquittoBroker
 from qrgate.config import MqttConfig
 from qrgate.outbox import Outbox
+from qrgate.tools.broker import MosquittoBroker
 from qrgate.uplink import Uplink
 from qrgate.wire import CheckinEvent, iso_utc, new_event_id
 

@@ -10,9 +10,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from mqtt_helpers import Subscriber, broker_fixture, wait_until  # noqa: F401  (the broker fixture)
 from paho.mqtt.enums import CallbackAPIVersion
-from qrgate import broker as broker_module
-from qrgate.broker import MosquittoBroker
-from qrgate.errors import BrokerError
+from qrgate.tools import broker as broker_module
+from qrgate.tools.broker import BrokerError, MosquittoBroker
 
 
 def accepts_connections(port: int) -> bool:

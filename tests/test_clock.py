@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 
 from qrgate.clock import (
-    CLOCK_UNSYNCHRONISED,
     NOT_SYNCHRONISED,
     RTC_PLAUSIBLE_FROM,
     ChronySource,
@@ -30,7 +29,6 @@ from qrgate.clock import (
     SystemClock,
     TimesyncdSource,
     _Timex,
-    apply_clock_policy,
     chrony_tracking_synchronised,
 )
 from qrgate.config import DeviceConfig
@@ -39,6 +37,7 @@ from qrgate.decoding.factory import build_decoder
 from qrgate.frames.base import Frame
 from qrgate.gate import Gate, Presentation
 from qrgate.outbox import Outbox
+from qrgate.passes.clock_policy import CLOCK_UNSYNCHRONISED, apply_clock_policy
 from qrgate.passes.trust import TrustStore
 from qrgate.passes.verdict import Reason
 from qrgate.passes.verifier import PassVerifier

@@ -24,7 +24,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from mqtt_helpers import Subscriber, broker_fixture, make_event, wait_until  # noqa: F401  (the broker fixture)
 from qrgate import wire
-from qrgate.broker import MosquittoBroker, free_loopback_port
+from qrgate.tools.broker import MosquittoBroker, free_loopback_port
 from qrgate_provisioning.commands.consumer import add_parser, main
 from qrgate_provisioning.consumer import (
     Consumer,

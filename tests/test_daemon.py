@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 from daemon_helpers import write_daemon_config, write_trust_anchors
-from qrgate.broker import MosquittoBroker
-from qrgate.demo import EventSubscriber
 from qrgate.outbox import Outbox
+from qrgate.tools.broker import MosquittoBroker
+from qrgate.tools.demo import EventSubscriber
 from qrgate_provisioning.mint import mint_qrgate_pass
 
 

@@ -12,13 +12,14 @@ import segno
 
 from qrgate.decoding import repair
 from qrgate.decoding.base import DecodedCode
-from qrgate import bench
-from qrgate.decoding.cascade import Attempt, CascadeDecoder, default_attempts, located_boxes, region_box, wide_attempts
+from qrgate.decoding.cascade import Attempt, CascadeDecoder, default_attempts, wide_attempts
 from qrgate.decoding.factory import build_decoder
+from qrgate.decoding.geometry import located_boxes, region_box
 from qrgate.decoding.opencv import OpenCvDecoder
 from qrgate.decoding.zbar import ZbarDecoder
 from qrgate.decoding.zxing import ZxingDecoder
 from qrgate.frames.synthetic import SyntheticGate, Visit
+from qrgate.tools.bench_sizes import category_payloads, category_script
 
 TEXT = "QRG1:" + "repair-ladder-" * 12
 
@@ -229,7 +230,7 @@ def test_located_boxes_one_per_symbol_largest_first_repeats_dropped():
 
 def bench_glare_frame(index: int) -> tuple[np.ndarray, str]:
     """Frame ``index`` of the bench's glare stream (its fixed payloads and seed) and its payload."""
-    visits, seed = bench.category_script("glare", bench.category_payloads())
+    visits, seed = category_script("glare", category_payloads())
     scene = SyntheticGate(visits, seed=seed)
     frame = np.empty((scene.height, scene.width), np.uint8)
     scene.render(index, frame)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import zxingcpp
 
-from qrgate.bench_sizes import FRAME_SIZES, category_payloads, category_script, stream
+from qrgate.tools.bench_sizes import FRAME_SIZES, category_payloads, category_script, stream
 from qrgate.decoding.factory import build_pipeline
 
 PINNED = {"closeup": 40, "screen": 38, "inverted": 27}  # code frames of 60 the pipeline must read, every size

@@ -21,9 +21,9 @@ from mqtt_helpers import (
     wait_until,
 )
 from qrgate import wire
-from qrgate.broker import MosquittoBroker
 from qrgate.config import MqttConfig
 from qrgate.outbox import Outbox
+from qrgate.tools.broker import MosquittoBroker
 from qrgate.uplink import Uplink
 from qrgate_provisioning.consumer import Consumer, SqliteStore
 

@@ -26,7 +26,7 @@ import pytest
 from daemon_helpers import write_daemon_config, write_trust_anchors
 from mqtt_helpers import Subscriber, wait_until
 from qrgate import wire
-from qrgate.broker import MosquittoBroker
+from qrgate.tools.broker import MosquittoBroker
 from qrgate_provisioning.consumer import Consumer, SqliteStore
 from qrgate_provisioning.mint import mint_qrgate_pass
 

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from qrgate.broker import MosquittoBroker
+from qrgate.tools.broker import MosquittoBroker
 from qrgate.config import GateConfig
 from qrgate.decision import Action
 from qrgate.feedback import Outcome
-from qrgate.demo import EventSubscriber
+from qrgate.tools.demo import EventSubscriber
 from qrgate.frames.synthetic import SyntheticGate, Visit
 from qrgate.gate import Presentation
 from qrgate.service import GateService

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from qrgate.bench_photos import PHOTOS, VIEWS, bare_texts, load_photos
+from qrgate.tools.bench_photos import PHOTOS, VIEWS, bare_texts, load_photos
 from qrgate.decoding.factory import build_decoder, build_photo_decoder
 
 if not PHOTOS.is_dir():

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from qrgate.clock import apply_clock_policy
 from qrgate.passes import cwt, dcc
 from qrgate.passes.authority import TrustAuthority, TrustState
+from qrgate.passes.clock_policy import apply_clock_policy
 from qrgate.passes.cose import decode_sign1, verifying_keys
 from qrgate.passes.revocation import HashType, RevocationIndex, uci_hash
 from qrgate.passes.trust import TrustedKey, TrustStore

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import segno
 
-from qrgate.bench_photos import PHOTOS, VIEWS, load_photos
+from qrgate.tools.bench_photos import PHOTOS, VIEWS, load_photos
 from qrgate.decoding.cascade import CascadeDecoder
 from qrgate.decoding.factory import build_decoder
 from qrgate.decoding.small_codes import SmallCodeLook

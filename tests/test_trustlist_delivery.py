@@ -12,7 +12,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from mqtt_helpers import Subscriber, broker_fixture, make_pki, retained, wait_until  # noqa: F401  (the broker fixture)
 from paho.mqtt.enums import CallbackAPIVersion
-from qrgate.broker import BrokerTls, MosquittoBroker
+from qrgate.tools.broker import BrokerTls, MosquittoBroker
 from qrgate.passes.signed_list import ListOutcome, ListType, SignerKeys
 from qrgate.passes.trust import TrustStore
 from qrgate.passes.verdict import Reason
@@ -291,7 +291,7 @@ def test_publish_over_tls_with_a_client_certificate(tmp_path, province) -> None:
 
 
 def test_publish_fails_cleanly_without_a_broker_or_with_garbage(tmp_path, province, capsys) -> None:
-    from qrgate.broker import free_loopback_port
+    from qrgate.tools.broker import free_loopback_port
 
     trust = tmp_path / "t.cose"
     assert issuer_cli("trust-list", "build", "--signer", province["list_key"], "--keys", province["issuers"],

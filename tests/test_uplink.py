@@ -24,10 +24,10 @@ from mqtt_helpers import (
     write_acl,
 )
 from qrgate import wire
-from qrgate.broker import BrokerTls, MosquittoBroker
 from qrgate.config import MqttConfig
 from qrgate.errors import UplinkError
 from qrgate.outbox import Outbox
+from qrgate.tools.broker import BrokerTls, MosquittoBroker
 from qrgate.uplink import TlsSettings, Uplink, full_jitter_delay
 
 CHECKINS = wire.checkin_topic(DEVICE_ID)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 from mqtt_helpers import append, build_uplink
-from qrgate.broker import free_loopback_port
 from qrgate.config import MqttConfig
 from qrgate.outbox import Outbox, PendingEvent
+from qrgate.tools.broker import free_loopback_port
 from qrgate.uplink import Schedule
 from qrgate.uplink.health import UplinkHealth
 from qrgate.uplink.schedule import Acknowledged

@@ -17,9 +17,9 @@ from mqtt_helpers import (
     wait_until,
 )
 from qrgate import wire
-from qrgate.broker import MosquittoBroker
 from qrgate.errors import OutboxFull
 from qrgate.outbox import Outbox
+from qrgate.tools.broker import MosquittoBroker
 from qrgate.uplink import Uplink
 
 CHECKINS = wire.checkin_topic(DEVICE_ID)

@@ -47,7 +47,3 @@ class OutboxFull(OutboxError):
 
 class UplinkError(QrgateError):
     """The MQTT uplink is misconfigured (bad TLS files, bad broker address)."""
-
-
-class BrokerError(QrgateError):
-    """A local Mosquitto broker started by qrgate (demo, tests) failed to start."""

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from collections import deque
 from dataclasses import dataclass, field
 
-from .clock import Clock, ClockPolicy, apply_clock_policy
+from .clock import Clock
 from .config import DeviceConfig
 from .decision import Action, Decider, payload_key
 from .decoding.base import DecodedCode, Decoder
@@ -21,6 +21,7 @@ from .errors import OutboxError
 from .feedback import Outcome
 from .frames.base import Frame
 from .outbox import Outbox
+from .passes.clock_policy import ClockPolicy, apply_clock_policy
 from .passes.verdict import Reason, Verdict
 from .passes.verifier import PassVerifier
 from .wire import CheckinEvent, iso_utc, new_event_id

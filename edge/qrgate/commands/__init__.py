@@ -1,1 +1,19 @@
 """One module per ``qrgate`` subcommand; each has ``add_parser(subparsers)`` and ``run(args) -> int``."""
+
+from __future__ import annotations
+
+import sys
+
+# What qrgate.tools (``qrgate demo``, ``qrgate bench``) imports beyond the gate's own dependencies: the
+# ``tools`` extra (pyproject.toml) and the province's side, which mints the demo's passes and signed lists.
+TOOLS_ONLY = frozenset({"rich", "reportlab", "qrgate_provisioning"})
+
+
+def tools_missing(command: str, error: ModuleNotFoundError) -> int:
+    """Exit status 1 with what to install when ``error`` is a module only the tools need; re-raise it otherwise."""
+    missing = (error.name or "").partition(".")[0]
+    if missing not in TOOLS_ONLY:
+        raise error
+    print(f"qrgate {command}: {missing} is not installed (the gate's own install leaves the tools' "
+          "dependencies out); install qrgate[tools]: pip install 'qrgate[tools]'", file=sys.stderr)
+    return 1

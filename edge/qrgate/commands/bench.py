@@ -1,9 +1,12 @@
-"""``qrgate bench``: decoder and pipeline speed against baselines measured in the same run."""
+"""``qrgate bench``: decoder and pipeline speed against baselines measured in the same run (qrgate.tools.bench;
+needs qrgate[tools])."""
 
 from __future__ import annotations
 
 import argparse
 import json
+
+from . import tools_missing
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -27,13 +30,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bench import SECTIONS, run_bench, run_sections
+    try:
+        from ..tools.bench import SECTIONS, run_bench, run_sections
 
-    if args.only:
-        results = run_sections([name for name in SECTIONS if name in args.only], args.repeat, print)
-    else:
-        results = run_bench(frames_per_case=args.frames, repeat=args.repeat,
-                            sections=[name for name in SECTIONS if name not in args.skip])
+        if args.only:
+            results = run_sections([name for name in SECTIONS if name in args.only], args.repeat, print)
+        else:
+            results = run_bench(frames_per_case=args.frames, repeat=args.repeat,
+                                sections=[name for name in SECTIONS if name not in args.skip])
+    except ModuleNotFoundError as exc:
+        return tools_missing("bench", exc)
     if args.json:
         print(json.dumps(results))
     return 0

@@ -1,4 +1,4 @@
-"""``qrgate demo``: a whole check-in point on this machine (see qrgate.demo)."""
+"""``qrgate demo``: a whole check-in point on this machine (see qrgate.tools.demo; needs qrgate[tools])."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ..errors import QrgateError
+from . import tools_missing
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -27,12 +28,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from ..demo import run_demo
-
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        from ..tools.demo import run_demo
+
         summary = run_demo(headless=args.headless or args.json, as_json=args.json, camera=args.camera,
                            realtime=args.realtime)
+    except ModuleNotFoundError as exc:
+        return tools_missing("demo", exc)
     except QrgateError as exc:
         print(f"qrgate demo: {exc}", file=sys.stderr)
         return 1

@@ -31,7 +31,8 @@ import numpy as np
 import zxingcpp
 
 from .base import DecodedCode, Decoder
-from .cascade import CascadeDecoder, located_boxes
+from .cascade import CascadeDecoder
+from .geometry import located_boxes
 from .zxing import ZxingDecoder
 
 # The upscaled image's size bound: a 12 MP photo enlarged 2x would be 48 MP (about 2 s of

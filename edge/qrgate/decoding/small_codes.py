@@ -30,8 +30,7 @@ import cv2
 import numpy as np
 
 from .base import DecodedCode, Decoder
-
-Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in frame pixels, end-exclusive
+from .geometry import Box
 
 WORK_WIDTH = 320  # the texture map's width: 2 px per module still shows at a 2304 px frame's /7
 FACTOR = 3.0  # 3x read 2 more of the halved photos than 2x, at the same median cost

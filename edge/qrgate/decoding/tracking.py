@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from .base import Corners
-from .cascade import Box, box_centre, box_overlap, located_boxes, region_box
+from .geometry import Box, box_centre, box_overlap, located_boxes, region_box
 
 TEXTURE_KEPT = 0.9  # share of the region's texture at the sighting that means "the code is still there"
 # A held code is sighted every frame and its texture barely changes: measuring it on every

@@ -7,8 +7,9 @@ first prototype does: convert the full RGB frame to grey, then call ``pyzbar.dec
 symbology enabled.
 
 Sections, in order: decoders on empty and code frames at two resolutions; decoders per scene
-category (decode rate, time); the targets; the per-presentation stages; the whole loop (throughput,
-frame-to-LED latency, CPU time, memory); decoding on several threads; projections for a Pi.
+category (decode rate, time) and the targets (both in bench_categories.py); the per-presentation
+stages; the whole loop (throughput, frame-to-LED latency, CPU time, memory); decoding on several
+threads; projections for a Pi.
 """
 
 from __future__ import annotations
@@ -25,32 +26,30 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .clock import SystemClock
-from .config import DeviceConfig
-from .decision import Decider, payload_key
-from .decoding.base import DecodedCode
-from .decoding.factory import build_decoder, build_pipeline
-from .decoding.opencv import OpenCvDecoder
-from .decoding.parallel import ParallelDecoder
-from .decoding.zbar import ZbarDecoder
-from .decoding.zxing import ZxingDecoder
-from .frames.base import Frame
-from .bench_sizes import category_payloads, category_script, run_pipeline, run_stateless, stream
-from .frames.scene_effects import CATEGORIES, HARD_CATEGORIES
-from .frames.synthetic import SyntheticGate, Visit
-from .gate import Gate
-from .outbox import Outbox
-from .passes.trust import TrustStore
-from .passes.verifier import PassVerifier
+from ..clock import SystemClock
+from ..config import DeviceConfig
+from ..decision import Decider, payload_key
+from ..decoding.base import DecodedCode
+from ..decoding.factory import build_decoder, build_pipeline
+from ..decoding.opencv import OpenCvDecoder
+from ..decoding.parallel import ParallelDecoder
+from ..decoding.zbar import ZbarDecoder
+from ..decoding.zxing import ZxingDecoder
+from ..frames.base import Frame
+from ..frames.scene_effects import CATEGORIES
+from ..frames.synthetic import SyntheticGate, Visit
+from ..gate import Gate
+from ..outbox import Outbox
+from ..passes.trust import TrustStore
+from ..passes.verifier import PassVerifier
+from .bench_categories import category_section, targets_section
+from .bench_common import met, naive_baseline, percentile, time_each
+from .bench_sizes import category_payloads, stream
 
 RESOLUTIONS = ((640, 480), (1280, 720))
 # How much slower a Raspberry Pi is than the machine the bench runs on, per core (the issue's
 # estimate for this development machine: a Pi 4 4-9x, a Pi 5 about 3x).
 PI_SLOWDOWN = {"Pi 4": (4.0, 9.0), "Pi 5": (3.0, 3.0)}
-TARGET_EMPTY_VS_ZXING = 1.2  # pipeline cost on frames with no code, at most this times zxing's
-TARGET_EMPTY_VS_NAIVE = 20.0  # ... and at least this many times cheaper than the naive baseline
-TARGET_HARD_GAIN = 0.05  # decode rate above zxing alone on each hard category
-TARGET_MEDIAN_VS_ZXING = 2.0  # median time on code frames, at most this times zxing's
 TARGET_LOOP_FPS = 300.0
 
 
@@ -63,16 +62,6 @@ class Timing:
     @property
     def fps(self) -> float:
         return 1000.0 / self.mean_ms if self.mean_ms > 0 else float("inf")
-
-
-def _time_each(function: Callable[[object], object], items: Sequence[object], repeat: int) -> list[float]:
-    samples = []
-    for _ in range(repeat):
-        for item in items:
-            start = time.perf_counter()
-            function(item)
-            samples.append((time.perf_counter() - start) * 1000.0)
-    return samples
 
 
 def _frames(visits: list[Visit], width: int, height: int, count: int, with_code: bool, seed: int) -> tuple[list[np.ndarray], list[str | None]]:
@@ -93,19 +82,9 @@ def _frames(visits: list[Visit], width: int, height: int, count: int, with_code:
     return frames, truths
 
 
-def _naive_baseline() -> Callable[[np.ndarray], list]:
-    from pyzbar import pyzbar
-
-    def decode(rgb: np.ndarray) -> list:
-        grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-        return pyzbar.decode(grey)  # every symbology, as a first prototype would
-
-    return decode
-
-
 def _decode_timing(decode: Callable[[np.ndarray], list], frames: list[np.ndarray], truths: list[str | None],
                    repeat: int, text_of: Callable[[object], str]) -> Timing:
-    samples = _time_each(decode, frames, repeat)
+    samples = time_each(decode, frames, repeat)
     decoded = None
     if truths and truths[0] is not None:
         hits = sum(1 for frame, truth in zip(frames, truths) if any(text_of(code) == truth for code in decode(frame)))
@@ -141,121 +120,6 @@ class _StreamClock(SystemClock):
 
     def monotonic(self) -> float:
         return self._origin + (time.perf_counter() - self._started)
-
-
-def _met(ok: bool) -> str:
-    return "MET" if ok else "NOT MET"
-
-
-def _percentile(values: Sequence[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
-
-
-# -- decoders per category --------------------------------------------------------------------
-
-
-def _category_section(payloads: list[str], visits_per_category: int, repeat: int,
-                      out: Callable[[str], None]) -> dict:
-    zxing, zbar, opencv = ZxingDecoder(), ZbarDecoder(), OpenCvDecoder()
-    cascade = build_decoder()
-    naive = _naive_baseline()
-    names = ("zxing", "zbar", "opencv", "cascade", "pipeline")
-    results: dict = {"categories": {}, "totals": {}}
-    totals: dict[str, dict[str, list]] = {name: {"code_ms": [], "empty_ms": [], "read": []} for name in names}
-    naive_empty: list[float] = []
-    out(f"decode rate per scene category, 640x480, {visits_per_category} visits each (1.0 s code, 0.8 s empty); "
-        "median ms on code frames; 'pipeline' runs in stream order (presence gate, tracking, cascade)")
-    header = f"{'category':10} {'code fr':>7} " + " ".join(f"{name:>16}" for name in names)
-    out(header)
-    out("-" * len(header))
-    for category in CATEGORIES:
-        visits, seed = category_script(category, payloads, visits_per_category)
-        frames, truths = stream(visits, 640, 480, seed=seed)
-        runs = {
-            "zxing": run_stateless(zxing.decode, frames, truths, repeat),
-            "zbar": run_stateless(zbar.decode, frames, truths, 1),
-            "opencv": run_stateless(opencv.decode, frames, truths, 1),
-            "cascade": run_stateless(cascade.decode, frames, truths, repeat),
-            "pipeline": run_pipeline(frames, truths, repeat),
-        }
-        empty = [n for n, t in enumerate(truths) if t is None]
-        coded = [n for n, t in enumerate(truths) if t is not None]
-        rgb = [cv2.cvtColor(frames[n], cv2.COLOR_GRAY2RGB) for n in empty[::4]]
-        naive_empty.extend(_time_each(naive, rgb, 1))
-        row = {}
-        cells = []
-        for name, run in runs.items():
-            rate = sum(run.read[n] for n in coded) / len(coded)
-            median = statistics.median(run.ms[n] for n in coded)
-            row[name] = {"read": rate, "median_ms": median, "empty_mean_ms": statistics.fmean(run.ms[n] for n in empty)}
-            totals[name]["code_ms"].extend(run.ms[n] for n in coded)
-            totals[name]["empty_ms"].extend(run.ms[n] for n in empty)
-            totals[name]["read"].extend(run.read[n] for n in coded)
-            cells.append(f"{rate:6.1%} {median:6.2f} ms")
-        results["categories"][category] = row
-        out(f"{category:10} {len(coded):7d} " + " ".join(f"{cell:>16}" for cell in cells))
-    out("-" * len(header))
-    cells = []
-    for name in names:
-        t = totals[name]
-        rate = statistics.fmean(t["read"])
-        results["totals"][name] = {"read": rate, "code_median_ms": statistics.median(t["code_ms"]),
-                                   "code_mean_ms": statistics.fmean(t["code_ms"]),
-                                   "empty_mean_ms": statistics.fmean(t["empty_ms"])}
-        cells.append(f"{rate:6.1%} {statistics.median(t['code_ms']):6.2f} ms")
-    out(f"{'all':10} {len(totals['zxing']['read']):7d} " + " ".join(f"{cell:>16}" for cell in cells))
-    out(f"{'empty fr':10} {len(totals['zxing']['empty_ms']):7d} "
-        + " ".join(f"{'mean ' + format(statistics.fmean(totals[n]['empty_ms']), '.3f') + ' ms':>16}" for n in names))
-    results["totals"]["naive"] = {"empty_mean_ms": statistics.fmean(naive_empty)}
-    stats = cascade.stats
-    out(f"cascade: {stats.regions} regions repaired-or-tried, {stats.repaired} read; reads by rung: "
-        + (", ".join(f"{name} {count}" for name, count in stats.reads_by.most_common()) or "none"))
-    out("")
-    return results
-
-
-def _targets_section(by_category: dict, out: Callable[[str], None]) -> dict:
-    totals, categories = by_category["totals"], by_category["categories"]
-    pipe, zx = totals["pipeline"], totals["zxing"]
-    checks: dict[str, dict] = {}
-
-    def check(name: str, text: str, value: float, ok: bool) -> None:
-        checks[name] = {"value": value, "met": ok}
-        out(f"  [{_met(ok):7}] {text}")
-
-    out("targets (one run, same frames):")
-    ratio = pipe["empty_mean_ms"] / zx["empty_mean_ms"]
-    check("empty_vs_zxing", f"frames with no code: pipeline {pipe['empty_mean_ms']:.3f} ms = {ratio:.2f}x zxing's "
-          f"bare call ({zx['empty_mean_ms']:.3f} ms); target <= {TARGET_EMPTY_VS_ZXING}x", ratio, ratio <= TARGET_EMPTY_VS_ZXING)
-    ratio = totals["cascade"]["empty_mean_ms"] / zx["empty_mean_ms"]
-    out(f"            (the cascade alone, no presence gate, on the same frames: {ratio:.2f}x zxing)")
-    ratio = totals["naive"]["empty_mean_ms"] / pipe["empty_mean_ms"]
-    check("empty_vs_naive", f"frames with no code: pipeline {ratio:.0f}x cheaper than the naive baseline "
-          f"({totals['naive']['empty_mean_ms']:.2f} ms); target >= {TARGET_EMPTY_VS_NAIVE:.0f}x", ratio, ratio >= TARGET_EMPTY_VS_NAIVE)
-    best_single = max(("zxing", "zbar", "opencv"), key=lambda n: totals[n]["read"])
-    check("rate_vs_singles", f"frames with a code: pipeline reads {pipe['read']:.1%}, best single decoder "
-          f"{best_single} {totals[best_single]['read']:.1%} (zbar {totals['zbar']['read']:.1%}, opencv "
-          f"{totals['opencv']['read']:.1%}); target >= every one", pipe["read"] - totals[best_single]["read"],
-          pipe["read"] >= totals[best_single]["read"])
-    lost = [c for c, row in categories.items()
-            if row["pipeline"]["read"] < max(row[n]["read"] for n in ("zxing", "zbar", "opencv"))]
-    out(f"            per category, a single decoder read more than the pipeline in: {', '.join(lost) or 'none'}")
-    gains = []
-    for category in HARD_CATEGORIES:
-        gain = categories[category]["pipeline"]["read"] - categories[category]["zxing"]["read"]
-        gains.append(gain)
-        check(f"hard_{category}", f"{category}: pipeline {categories[category]['pipeline']['read']:.1%} vs zxing "
-              f"{categories[category]['zxing']['read']:.1%} = {gain * 100:+.1f} points; target >= +{TARGET_HARD_GAIN * 100:.0f}",
-              gain, gain >= TARGET_HARD_GAIN)
-    mean_gain = statistics.fmean(gains)
-    check("hard_mean", f"hard categories together: {mean_gain * 100:+.1f} points (stateless cascade alone: "
-          f"{statistics.fmean(categories[c]['cascade']['read'] - categories[c]['zxing']['read'] for c in HARD_CATEGORIES) * 100:+.1f})",
-          mean_gain, mean_gain >= TARGET_HARD_GAIN)
-    ratio = pipe["code_median_ms"] / zx["code_median_ms"]
-    check("median_vs_zxing", f"frames with a code: median {pipe['code_median_ms']:.3f} ms = {ratio:.2f}x zxing's "
-          f"({zx['code_median_ms']:.3f} ms); target <= {TARGET_MEDIAN_VS_ZXING:.0f}x", ratio, ratio <= TARGET_MEDIAN_VS_ZXING)
-    out("")
-    return checks
 
 
 # -- threads -------------------------------------------------------------------------------------
@@ -318,7 +182,7 @@ def _threads_section(frames: list[np.ndarray], out: Callable[[str], None]) -> di
                 pool.submit(Frame(grey, 0.0, index))
             pool.wait_idle()
             dropped = pool.frames_dropped
-        p50, p99 = _percentile(latencies, 50) * 1000, _percentile(latencies, 99) * 1000
+        p50, p99 = percentile(latencies, 50) * 1000, percentile(latencies, 99) * 1000
         results[f"workers_{workers}"] = {"fps": fps, "latency_p50_ms": p50, "latency_p99_ms": p99, "dropped": dropped}
         out(f"{workers:7d} {fps:8.0f} {p50:7.2f} {p99:7.2f} {dropped:8d}")
     out("")
@@ -348,7 +212,7 @@ def run_bench(*, frames_per_case: int = 60, repeat: int = 3, out: Callable[[str]
             "opencv": OpenCvDecoder(),
             "cascade": build_decoder(),
         }
-        naive = _naive_baseline()
+        naive = naive_baseline()
         out(f"qrgate bench: {frames_per_case} frames per case x {repeat} repeats; ms per frame (mean / median), "
             "frames/s, share of code frames read")
         out("")
@@ -373,12 +237,12 @@ def run_bench(*, frames_per_case: int = 60, repeat: int = 3, out: Callable[[str]
         out("   cascade: zxing-cpp, and the repair ladder only on a QR it located but could not read")
         out("")
 
-        results["categories"] = _category_section(category_payloads(), visits_per_category, repeat, out)
-        results["targets"] = _targets_section(results["categories"], out)
+        results["categories"] = category_section(category_payloads(), visits_per_category, repeat, out)
+        results["targets"] = targets_section(results["categories"], out)
         results.update(run_sections([name for name in ("sizes", "photos") if name in sections], repeat, out))
 
         verifier = PassVerifier(trust)
-        verify_ms = _time_each(lambda text: verifier.verify(text, now), payloads, repeat * 5)
+        verify_ms = time_each(lambda text: verifier.verify(text, now), payloads, repeat * 5)
         decider = Decider()
         keys = [payload_key(p) for p in payloads]
         clock = [0.0]
@@ -387,10 +251,10 @@ def run_bench(*, frames_per_case: int = 60, repeat: int = 3, out: Callable[[str]
             clock[0] += 0.033
             decider.observe(key, clock[0])
 
-        decide_ms = _time_each(decide, keys * 20, repeat)
+        decide_ms = time_each(decide, keys * 20, repeat)
         device = DeviceConfig()
         outbox = Outbox(Path(tmp) / "bench-outbox.sqlite")
-        from .wire import CheckinEvent, iso_utc, new_event_id
+        from ..wire import CheckinEvent, iso_utc, new_event_id
 
         def persist(_: object) -> None:
             outbox.append(lambda seq: CheckinEvent(
@@ -398,7 +262,7 @@ def run_bench(*, frames_per_case: int = 60, repeat: int = 3, out: Callable[[str]
                 direction=device.direction, time=iso_utc(time.time()), clock_synced=True, verdict="accepted",
                 reason="accepted", format="qrgate", issuer="VN-DEMO", pass_id="00000000000003e9", subject_id="AAAA"))
 
-        persist_ms = _time_each(persist, range(40), 1)
+        persist_ms = time_each(persist, range(40), 1)
         outbox.close()
         out(f"{'stage':12} {'mean ms':>8} {'median':>8}   (per presentation, once per code shown)")
         for name, samples in (("verify", verify_ms), ("decide", decide_ms), ("persist", persist_ms)):
@@ -431,13 +295,13 @@ def run_bench(*, frames_per_case: int = 60, repeat: int = 3, out: Callable[[str]
             pipeline_outbox.close()
             fps = len(frames) / elapsed
             latencies = list(gate.stats.latencies_s)
-            p50, p99 = _percentile(latencies, 50) * 1000, _percentile(latencies, 99) * 1000
+            p50, p99 = percentile(latencies, 50) * 1000, percentile(latencies, 99) * 1000
             results["pipeline"][label] = {
                 "frames": len(frames), "seconds": elapsed, "fps": fps, "cpu_ms_per_frame": cpu_ms,
                 "presentations": gate.stats.presentations, "accepted": gate.stats.accepted,
                 "rejected": gate.stats.rejected, "latency_p50_ms": p50, "latency_p99_ms": p99}
             out(f"whole loop, {width}x{height} {label} synthetic stream of {len(script)} visitors: {len(frames)} frames in "
-                f"{elapsed:.2f} s = {fps:.0f} frames/s [{_met(fps >= TARGET_LOOP_FPS)}: >= {TARGET_LOOP_FPS:.0f}]; "
+                f"{elapsed:.2f} s = {fps:.0f} frames/s [{met(fps >= TARGET_LOOP_FPS)}: >= {TARGET_LOOP_FPS:.0f}]; "
                 f"CPU {cpu_ms:.3f} ms/frame; {gate.stats.presentations} events stored, "
                 f"{gate.stats.accepted} accepted / {gate.stats.rejected} rejected shown")
             out(f"   frame-to-LED latency per presentation: p50 {p50:.2f} ms, p99 {p99:.2f} ms over "

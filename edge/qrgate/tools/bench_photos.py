@@ -30,10 +30,10 @@ import cv2
 import numpy as np
 import zxingcpp
 
+from ..decoding.factory import build_decoder, build_photo_decoder
 from .bench_sizes import TARGET_GAIN_POINTS, TARGET_WORST_CONDITION_POINTS
-from .decoding.factory import build_decoder, build_photo_decoder
 
-PHOTOS = Path(__file__).resolve().parents[2].parent / "shared" / "qr-photos"
+PHOTOS = Path(__file__).resolve().parents[3].parent / "shared" / "qr-photos"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 

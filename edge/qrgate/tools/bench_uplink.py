@@ -33,11 +33,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from . import wire
+from .. import wire
+from ..config import MqttConfig
+from ..outbox import Outbox
+from ..uplink import Uplink
 from .broker import MosquittoBroker
-from .config import MqttConfig
-from .outbox import Outbox
-from .uplink import Uplink
 
 DEVICE_ID = "bench-gate-01"
 WEAR_EVENTS = 300
@@ -91,7 +91,7 @@ def wear_workload(path: str, mode: str, count: int) -> dict[str, dict[str, int]]
 
 def _run_wear_child(directory: Path, mode: str, count: int, strace: str | None) -> tuple[dict, dict[str, int] | None]:
     database = directory / f"wear-{mode}.sqlite"
-    code = ("import json, sys; from qrgate.bench_uplink import wear_workload; "
+    code = ("import json, sys; from qrgate.tools.bench_uplink import wear_workload; "
             "print(json.dumps(wear_workload(sys.argv[1], sys.argv[2], int(sys.argv[3]))))")
     command = [sys.executable, "-c", code, str(database), mode, str(count)]
     calls: dict[str, int] | None = None
@@ -267,7 +267,7 @@ def _build_backlog(path: Path, count: int) -> float:
 
 def bench_uplink(*, backlog: int = 10_000, out: Callable[[str], None] = print) -> dict:
     """Outbox wear and backlog drain figures; each printed with its baseline."""
-    from .config import MqttConfig
+    from ..config import MqttConfig
 
     # The outages are on purpose: their "cannot connect" warnings would only clutter the figures.
     quiet = [logging.getLogger(name) for name in ("qrgate.uplink", "qrgate_provisioning.consumer")]

@@ -21,7 +21,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BrokerError
+from ..errors import QrgateError
+
+
+class BrokerError(QrgateError):
+    """A local Mosquitto broker started by qrgate (demo, tests) failed to start."""
+
 
 _INSTALL_HINT = "install mosquitto (apt-get install mosquitto)"
 _READY_TIMEOUT_S = 10.0
@@ -150,7 +155,7 @@ class MosquittoBroker:
 
     def render_config(self) -> str:
         lines = [
-            "# Rendered by qrgate.broker for a private loopback broker; edits are overwritten.",
+            "# Rendered by qrgate.tools.broker for a private loopback broker; edits are overwritten.",
             f"listener {self.port} {self.host}",
             f"allow_anonymous {'false' if self.password_file or (self.tls and self.tls.require_certificate) else 'true'}",
             f"persistence {'true' if self.persistence else 'false'}",

@@ -28,14 +28,14 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from . import wire
+from .. import wire
+from ..config import GateConfig
+from ..decision import Action
+from ..feedback import Outcome
+from ..frames.synthetic import SyntheticGate, Visit
+from ..gate import Presentation
+from ..service import GateService
 from .broker import MosquittoBroker
-from .config import GateConfig
-from .decision import Action
-from .feedback import Outcome
-from .frames.synthetic import SyntheticGate, Visit
-from .gate import Presentation
-from .service import GateService
 from .terminal_view import FeedbackView
 
 DAY_S = 86_400
@@ -52,10 +52,10 @@ class DemoVisitor:
 
 def demo_visitors(trust_dir: Path, now: float) -> list[DemoVisitor]:
     """Mint a demo issuer and write its trust anchors into ``trust_dir``; return the visitor queue."""
+    from cryptography.hazmat.primitives import serialization
     from qrgate_provisioning.dcc_test_issuer import dcc_rule_cases, dcc_test_set
     from qrgate_provisioning.keys import new_issuer_key, trust_entry, trust_file
     from qrgate_provisioning.mint import mint_qrgate_pass
-    from cryptography.hazmat.primitives import serialization
 
     trust_dir.mkdir(parents=True, exist_ok=True)
     dcc = dcc_test_set(now)
