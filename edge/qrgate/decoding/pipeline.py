@@ -31,9 +31,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-import numpy as np
-
 import cv2
+import numpy as np
 
 from .base import DecodedCode, Decoder, DetectingDecoder
 from .cascade import CascadeDecoder
