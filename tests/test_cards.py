@@ -107,7 +107,7 @@ def verifier(issued):
 
 @pytest.mark.parametrize("dpi", [150, 100])
 def test_every_card_scans_to_its_own_pass_and_the_gate_accepts_it(issued, pages, verifier, dpi) -> None:
-    decoder = build_decoder("zxing", "zbar")
+    decoder = build_decoder()
     assert len(pages[dpi]) == 2  # 12 cards, ten to a page
     now = time.time()
     for index, row in enumerate(issued["rows"]):
@@ -131,7 +131,7 @@ def test_cells_after_the_last_card_are_blank(pages) -> None:
 def test_the_printed_symbol_is_at_least_30mm_inside_a_clear_quiet_zone(issued, pages) -> None:
     dpi = 150
     px_per_mm = dpi / 25.4
-    decoder = build_decoder("zxing", "zbar")
+    decoder = build_decoder()
     for index, row in enumerate(issued["rows"]):
         card = cell(pages[dpi], index, dpi)
         (code,) = decoder.decode(card)

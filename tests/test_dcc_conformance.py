@@ -39,6 +39,7 @@ from cryptography import x509
 
 from qrgate.commands import verify as verify_command
 from qrgate.decoding.factory import build_decoder
+from qrgate.config import DecoderConfig
 from qrgate.errors import TrustStoreError
 from qrgate.passes import cwt, dcc
 from qrgate.passes.codec import decode_base45, decode_cbor, inflate
@@ -168,7 +169,7 @@ def key_usage(vector: Mapping[str, Any]) -> bool:
 
 @cache
 def _zxing():
-    return build_decoder("zxing", None)
+    return build_decoder(DecoderConfig(fallback="none"))
 
 
 @cache

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import segno
 
+from qrgate.config import LADDER_RUNGS, DecoderConfig
 from qrgate.decoding.base import DecodedCode
 from qrgate.decoding.cascade import CascadeDecoder
 from qrgate.decoding.chain import FallbackDecoder
@@ -125,45 +126,50 @@ def test_default_is_the_zxing_cascade_with_zbar_and_opencv_in_its_ladder():
     assert isinstance(decoder, CascadeDecoder) and decoder.name == "zxing+repair"
     assert len(decoder.attempts) == 6  # the default bound
     assert {a.decoder.name for a in decoder.attempts} == {"zxing", "zbar"}
-    everything = build_decoder(max_repairs=None)
+    everything = build_decoder(DecoderConfig(max_repairs=LADDER_RUNGS))
     assert {a.decoder.name for a in everything.attempts} == {"zxing", "zbar", "opencv"}
     assert len(everything.attempts) > len(decoder.attempts)
+    assert len(everything.attempts) == LADDER_RUNGS  # config.py's bound on max_repairs is the whole ladder
 
 
 @pytest.mark.parametrize("backend, fallback, repair, name, kind", [
-    ("zxing", None, True, "zxing+repair", CascadeDecoder),
+    ("zxing", "none", True, "zxing+repair", CascadeDecoder),
     ("zxing", "zbar", False, "zxing+zbar", FallbackDecoder),
-    ("zxing", None, False, "zxing", ZxingDecoder),
-    ("zxing", "zxing", False, "zxing", ZxingDecoder),
-    ("zbar", "zbar", True, "zbar", ZbarDecoder),
-    ("zbar", None, True, "zbar", ZbarDecoder),
+    ("zxing", "none", False, "zxing", ZxingDecoder),
+    ("zbar", "none", True, "zbar", ZbarDecoder),
     ("zbar", "zxing", True, "zbar+zxing", FallbackDecoder),
 ])
 def test_builds_the_named_combination(backend, fallback, repair, name, kind):
-    decoder = build_decoder(backend, fallback, repair=repair)
+    decoder = build_decoder(DecoderConfig(backend=backend, fallback=fallback, repair=repair))
     assert isinstance(decoder, kind) and decoder.name == name
 
 
 def test_no_zbar_rung_without_the_zbar_fallback():
-    decoder = build_decoder("zxing", None, max_repairs=None)
+    decoder = build_decoder(DecoderConfig(fallback="none", max_repairs=LADDER_RUNGS))
     assert "zbar" not in {a.decoder.name for a in decoder.attempts}
 
 
-@pytest.mark.parametrize("backend, fallback", [("quirc", None), ("zxing", "opencv"), ("ZXING", None)])
-def test_unknown_names_are_rejected_listing_the_valid_ones(backend, fallback):
-    with pytest.raises(ValueError, match="valid: zxing, zbar"):
-        build_decoder(backend, fallback)
+# The options are the config section itself: a name outside it, or a fallback that is the backend again,
+# is refused where the options are made, with the field named (before: by build_decoder, as a ValueError).
+@pytest.mark.parametrize("backend, fallback, field", [
+    ("quirc", "none", "backend"), ("zxing", "opencv", "fallback"), ("ZXING", "none", "backend"),
+    ("zxing", "zxing", "must differ"), ("zbar", "zbar", "must differ"),
+])
+def test_unknown_names_are_rejected_listing_the_valid_ones(backend, fallback, field):
+    with pytest.raises(ValueError, match=field):
+        DecoderConfig(backend=backend, fallback=fallback)
 
 
 def test_zxing_options_reach_zxing():
     inverted = 255 - np.pad(render_qr("inverted")[0], 40, constant_values=255)
-    assert build_decoder(fallback=None, try_invert=False).decode(inverted) == []
-    assert [c.text for c in build_decoder(fallback=None).decode(inverted)] == ["inverted"]  # on by default
+    assert build_decoder(DecoderConfig(fallback="none", try_invert=False)).decode(inverted) == []
+    # on by default
+    assert [c.text for c in build_decoder(DecoderConfig(fallback="none")).decode(inverted)] == ["inverted"]
 
 
 def test_zxing_options_are_ignored_without_zxing():
     # On by default: a ZBar gate must start without turning them off, and ZBar has no equivalents.
-    decoder = build_decoder("zbar", None, try_invert=True)
+    decoder = build_decoder(DecoderConfig(backend="zbar", fallback="none", try_invert=True))
     assert isinstance(decoder, ZbarDecoder)
     assert [c.text for c in decoder.decode(np.pad(render_qr("plain")[0], 40, constant_values=255))] == ["plain"]
 
@@ -181,7 +187,8 @@ class Keep(logging.Handler):
 logging.getLogger().addHandler(Keep())
 import numpy as np
 from qrgate.decoding.factory import build_decoder
-decoder = build_decoder("zxing", "zbar", max_repairs=None)
+from qrgate.config import LADDER_RUNGS, DecoderConfig
+decoder = build_decoder(DecoderConfig(max_repairs=LADDER_RUNGS))
 for _ in range(20):
     decoder.decode(np.full((120, 160), 99, np.uint8))
 print(json.dumps({"name": decoder.name, "rungs": [a.decoder.name for a in decoder.attempts], "records": records}))
@@ -199,10 +206,11 @@ def test_missing_primary_library_raises():
 import ctypes.util
 find = ctypes.util.find_library
 ctypes.util.find_library = lambda name: None if name == "zbar" else find(name)
+from qrgate.config import DecoderConfig
 from qrgate.decoding.factory import build_decoder
 from qrgate.errors import DecoderUnavailable
 try:
-    build_decoder("zbar", None)
+    build_decoder(DecoderConfig(backend="zbar", fallback="none"))
 except DecoderUnavailable:
     print("unavailable")
 """

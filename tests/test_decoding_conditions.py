@@ -15,6 +15,7 @@ import pytest
 import zxingcpp
 
 from qrgate.tools.bench_sizes import FRAME_SIZES, category_payloads, category_script, stream
+from qrgate.config import DecoderConfig
 from qrgate.decoding.factory import build_pipeline
 
 PINNED = {"closeup": 40, "screen": 38, "inverted": 27}  # code frames of 60 the pipeline must read, every size
@@ -34,7 +35,7 @@ def reads(decode, category: str, width: int, height: int) -> int:
 
 
 def pipeline_reads(category: str, width: int, height: int, **options: Any) -> int:
-    pipeline = build_pipeline(**options)
+    pipeline = build_pipeline(DecoderConfig(**options))
     grey, truths = frames(category, width, height)
     read = 0
     for frame, truth in zip(grey, truths):  # in stream order: the presence gate and tracker see every frame
@@ -60,8 +61,8 @@ def test_a_close_up_at_full_size_needs_the_multi_resolution_reading() -> None:
     # pyramid levels read them (ZxingDecoder's docstring has the figures).
     # Without ZBar (no ladder rung, no sweep), so the option alone is measured: the sweep reads a
     # close-up shrunk to 960 px, which is the same lever.
-    with_pyramid = pipeline_reads("closeup", 2304, 1296, fallback=None)
-    without = pipeline_reads("closeup", 2304, 1296, try_downscale=False, fallback=None)
+    with_pyramid = pipeline_reads("closeup", 2304, 1296, fallback="none")
+    without = pipeline_reads("closeup", 2304, 1296, try_downscale=False, fallback="none")
     assert with_pyramid >= without + 5
 
 

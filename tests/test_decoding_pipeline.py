@@ -12,6 +12,7 @@ import segno
 
 from qrgate.decoding.base import DecodedCode
 from qrgate.decoding.factory import build_decoder, build_pipeline
+from qrgate.config import DecoderConfig
 from qrgate.decoding.pipeline import FramePipeline
 from qrgate.decoding.presence import PresenceGate
 from qrgate.decoding.tracking import RegionTracker, texture
@@ -160,20 +161,20 @@ def test_a_code_zxing_cannot_locate_is_read_in_the_tracked_region():
     hard = np.clip(hard, 0, 255).astype(np.uint8)
     scan = ZxingDecoder().scan(hard)
     assert scan.codes == [] and scan.regions == ()
-    pipeline = build_pipeline(presence_gate=False)
+    pipeline = build_pipeline(DecoderConfig(presence_gate=False))
     assert pipeline.decode(frame) and pipeline.decode(hard)
     assert pipeline.stats.region_repaired == 1
     # Without the tracked region and without the sweep (no ZBar fallback), nothing reads it ...
-    assert build_pipeline(presence_gate=False, track=False, fallback=None).decode(hard) == []
+    assert build_pipeline(DecoderConfig(presence_gate=False, track=False, fallback="none")).decode(hard) == []
     # ... while the sweep (step 4: ZBar on the whole frame, on a schedule) reads it untracked.
-    untracked = build_pipeline(presence_gate=False, track=False)
+    untracked = build_pipeline(DecoderConfig(presence_gate=False, track=False))
     assert [c.text for c in untracked.decode(hard)] == ["QRG1:" + "m" * 60]
     assert untracked.stats.swept == 1 and untracked.stats.sweep_reads == 1
 
 
 def test_the_sweep_runs_on_every_nth_frame_where_nothing_was_found_and_maps_corners_back():
     empty = wall(7)
-    zbar = Counting(build_decoder("zbar", None))
+    zbar = Counting(build_decoder(DecoderConfig(backend="zbar", fallback="none")))
     pipeline = FramePipeline(build_decoder(), sweep=zbar, sweep_every=3)
     for _ in range(7):
         assert pipeline.decode(empty) == []
@@ -203,7 +204,7 @@ def test_once_the_code_is_gone_the_region_gets_no_repairs_and_the_hint_expires()
     symbol = code_image("QRG1:leaving", 4)
     shown = frame.copy()
     shown[100 : 100 + symbol.shape[0], 150 : 150 + symbol.shape[1]] = symbol
-    pipeline = build_pipeline(presence_gate=False)
+    pipeline = build_pipeline(DecoderConfig(presence_gate=False))
     assert pipeline.decode(shown)
     cascade = pipeline.decoder
     assert texture(frame[80:300, 130:330]) < 0.5 * texture(shown[80:300, 130:330])

@@ -16,6 +16,7 @@ from qrgate.clock import ManualClock
 from qrgate.config import DeviceConfig, PatternConfig
 from qrgate.decision import Action, Decider
 from qrgate.decoding.factory import build_decoder
+from qrgate.config import DecoderConfig
 from qrgate.feedback import GateFeedback, Outcome
 from qrgate.frames.base import Frame
 from qrgate.gate import STORAGE_ERROR, Gate, Presentation
@@ -55,7 +56,7 @@ def parts(tmp_path: Path, issuer):
                             patterns=PatternConfig(accepted_on_s=0.02, rejected_on_s=0.02, beep_s=0.005, relay_pulse_s=0.02))
     outbox = Outbox(tmp_path / "outbox.sqlite")
     seen: list[Presentation] = []
-    gate = Gate(decoder=build_decoder("zxing", None), verifier=PassVerifier(issuer[1]), decider=Decider(),
+    gate = Gate(decoder=build_decoder(DecoderConfig(fallback="none")), verifier=PassVerifier(issuer[1]), decider=Decider(),
                 outbox=outbox, show=feedback.show, device=DeviceConfig(), clock=ManualClock(), on_outcome=seen.append)
     yield gate, outbox, factory, seen
     feedback.close()
@@ -121,7 +122,7 @@ def _policy_gate(tmp_path: Path, built: list, **options) -> tuple[Gate, Outbox, 
     built += [feedback, outbox]
     seen: list[Presentation] = []
     verifier = PassVerifier(options.pop("trust", TrustStore()), cccd=options.pop("cccd", CccdPolicy()))
-    gate = Gate(decoder=build_decoder("zxing", None), verifier=verifier, decider=Decider(), outbox=outbox,
+    gate = Gate(decoder=build_decoder(DecoderConfig(fallback="none")), verifier=verifier, decider=Decider(), outbox=outbox,
                 show=feedback.show, device=DeviceConfig(), clock=options.pop("clock", ManualClock()),
                 on_outcome=seen.append, **options)
     return gate, outbox, seen

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from qrgate.decoding.factory import build_pipeline
+from qrgate.config import DecoderConfig
 from qrgate.decoding.parallel import ParallelDecoder
 from qrgate.frames.base import Frame
 from qrgate.frames.synthetic import SyntheticGate, Visit
@@ -30,11 +31,11 @@ def stream() -> list[np.ndarray]:
 
 def test_with_wait_every_frame_is_decoded_exactly_as_on_one_thread():
     frames = stream()
-    single = build_pipeline(presence_gate=False, track=False)
+    single = build_pipeline(DecoderConfig(presence_gate=False, track=False))
     expected = {index: [c.text for c in single.decode(grey)] for index, grey in enumerate(frames)}
     got: dict[int, list[str]] = {}
     buffer = np.empty_like(frames[0])  # the "camera" reuses one buffer, as real sources do
-    with ParallelDecoder(build_pipeline(presence_gate=False, track=False), lambda f, c: got.__setitem__(
+    with ParallelDecoder(build_pipeline(DecoderConfig(presence_gate=False, track=False)), lambda f, c: got.__setitem__(
             f.index, [code.text for code in c]), workers=3) as pool:
         for index, grey in enumerate(frames):
             np.copyto(buffer, grey)
@@ -54,7 +55,7 @@ def test_a_slow_consumer_gets_the_latest_frame_and_drops_are_counted():
         release.wait(10)
         delivered.append(frame.index)
 
-    pool = ParallelDecoder(build_pipeline(presence_gate=False), slow, workers=2)
+    pool = ParallelDecoder(build_pipeline(DecoderConfig(presence_gate=False)), slow, workers=2)
     try:
         for index, grey in enumerate(frames):
             pool.submit(Frame(grey, index / 30, index))  # both workers are stuck in slow() from frame 1 on
@@ -103,7 +104,7 @@ def test_a_failing_consumer_stops_the_pool_and_the_next_submit_raises_it():
     def broken(frame: Frame, codes: list) -> None:
         raise KeyError("gate bug")
 
-    pool = ParallelDecoder(build_pipeline(presence_gate=False), broken, workers=2)
+    pool = ParallelDecoder(build_pipeline(DecoderConfig(presence_gate=False)), broken, workers=2)
     pool.submit(Frame(frames[0], 0.0, 0))
     deadline = time.monotonic() + 10
     with pytest.raises(KeyError, match="gate bug"):
@@ -115,7 +116,7 @@ def test_a_failing_consumer_stops_the_pool_and_the_next_submit_raises_it():
 
 def test_frames_of_a_new_size_and_misuse():
     got = []
-    with ParallelDecoder(build_pipeline(presence_gate=False), lambda f, c: got.append(f.grey.shape), workers=1) as pool:
+    with ParallelDecoder(build_pipeline(DecoderConfig(presence_gate=False)), lambda f, c: got.append(f.grey.shape), workers=1) as pool:
         pool.submit(Frame(np.full((120, 160), 90, np.uint8), 0.0, 0), wait=True)
         pool.submit(Frame(np.full((480, 640), 90, np.uint8), 0.0, 1), wait=True)
         pool.wait_idle(timeout=10)

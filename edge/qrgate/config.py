@@ -18,6 +18,9 @@ from .errors import ConfigError
 
 # MQTT topic levels must not contain '/', '+' or '#'; the device id is also a file name and an ACL user.
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+# Rungs in the whole repair ladder (decoding.cascade.default_attempts with every decoder installed; a test keeps
+# the two equal): max_repairs = LADDER_RUNGS runs them all, as ``qrgate scan`` does.
+LADDER_RUNGS = 11
 
 
 class _Section(BaseModel):
@@ -61,13 +64,17 @@ class DecoderConfig(_Section):
         "zbar", description="Decoder tried only when the primary sees a QR it cannot read; \"none\" disables it."
     )
     try_rotate: bool = Field(False, description="Also try 90/270-degree rotations (slower; QR is rotation-invariant already).")
-    try_invert: bool = Field(False, description="Also try inverted (light-on-dark) codes (slower).")
-    try_downscale: bool = Field(False, description="Also try downscaled images (helps very large codes, slower).")
+    # On since issue 10: a phone held close fills the frame (try_downscale) and dark-mode screens are light on dark
+    # (try_invert); measured in docs/performance.md, where the bench ran with them on while this said off.
+    try_invert: bool = Field(True, description="Also read inverted (light-on-dark) codes: phones in dark mode, some posters.")
+    try_downscale: bool = Field(
+        True, description="Also read the frame shrunk (1/3, 1/9...): a code filling the frame, a phone held close to the camera."
+    )
     repair: bool = Field(
         True, description="On a QR zxing-cpp locates but cannot read, retry its region with image fixes and the other decoders (the repair ladder)."
     )
     max_repairs: int = Field(
-        6, ge=0, le=11,
+        6, ge=0, le=LADDER_RUNGS,
         description="Most ladder rungs tried per region; a region no rung reads costs about 11 ms here, 45-100 ms on a Pi 4. "
         "3 keeps 234 of 280 rescues at about 3 ms.",
     )

@@ -150,15 +150,7 @@ class GateService:
             self.source = source if source is not None else build_frame_source(config.camera)
             self._closers.append(self.source.close)
             decoder_cfg = config.decoder
-            pipeline = build_pipeline(
-                decoder_cfg.backend,
-                None if decoder_cfg.fallback == "none" else decoder_cfg.fallback,
-                try_rotate=decoder_cfg.try_rotate, try_invert=decoder_cfg.try_invert,
-                try_downscale=decoder_cfg.try_downscale, repair=decoder_cfg.repair,
-                max_repairs=decoder_cfg.max_repairs, presence_gate=decoder_cfg.presence_gate,
-                presence_threshold=decoder_cfg.presence_threshold, decode_every=decoder_cfg.decode_every,
-                track=decoder_cfg.track,
-            )
+            pipeline = build_pipeline(decoder_cfg)
             self.gate = Gate(
                 decoder=pipeline,
                 verifier=PassVerifier(trust, clock_skew_s=trust_config.clock_skew_s,

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
+from typing import Protocol
 
 # What qrgate.tools (``qrgate demo``, ``qrgate bench``) imports beyond the gate's own dependencies: the
 # ``tools`` extra (pyproject.toml) and the province's side, which mints the demo's passes and signed lists.
 TOOLS_ONLY = frozenset({"rich", "reportlab", "qrgate_provisioning"})
+
+
+class Subcommands(Protocol):
+    """What ``add_parser`` needs of ``ArgumentParser.add_subparsers()``'s result.
+
+    argparse's own class for it (``_SubParsersAction``) is private, so the signatures name this
+    instead; the parts used are those argparse documents. ``qrgate-issuer``'s commands use it too.
+    """
+
+    def add_parser(
+        self, name: str, *, help: str | None = ..., description: str | None = ...
+    ) -> argparse.ArgumentParser: ...
 
 
 def tools_missing(command: str, error: ModuleNotFoundError) -> int:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from . import tools_missing
+from . import Subcommands, tools_missing
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: Subcommands) -> None:
     parser = subparsers.add_parser(
         "bench",
         help="measure decoder and pipeline speed next to a naive baseline",

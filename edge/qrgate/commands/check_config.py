@@ -7,9 +7,10 @@ import sys
 
 from ..config import load_config, render_defaults
 from ..errors import ConfigError
+from . import Subcommands
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: Subcommands) -> None:
     parser = subparsers.add_parser(
         "check-config",
         help="validate a configuration file and print every problem with its line",

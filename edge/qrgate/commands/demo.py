@@ -6,10 +6,10 @@ import argparse
 import sys
 
 from ..errors import QrgateError
-from . import tools_missing
+from . import Subcommands, tools_missing
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: Subcommands) -> None:
     parser = subparsers.add_parser(
         "demo",
         help="run the demo gate (synthetic camera, mock GPIO, its own local Mosquitto)",

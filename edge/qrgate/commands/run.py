@@ -9,9 +9,10 @@ import sys
 
 from ..config import load_config
 from ..errors import QrgateError
+from . import Subcommands
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: Subcommands) -> None:
     parser = subparsers.add_parser(
         "run",
         help="run the gate daemon in the foreground",

@@ -19,13 +19,15 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from . import Subcommands
+
 if TYPE_CHECKING:
     import numpy as np
 
 EXIT_FOUND, EXIT_NONE, EXIT_ERROR = 0, 1, 2
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: Subcommands) -> None:
     parser = subparsers.add_parser(
         "scan",
         help="read the QR codes in image files (text, corners, time)",

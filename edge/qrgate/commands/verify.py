@@ -24,13 +24,14 @@ from ..passes.trust import TrustStore
 from ..passes.verdict import Verdict
 from ..passes.verifier import PassVerifier
 from ..rules.policy import RuleSet, RuleSetError, builtin_rule_set, load_rule_set
+from . import Subcommands
 
 BUILTIN = "builtin"
 
 EXIT_ACCEPTED, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_parser(subparsers: Subcommands) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "verify",
         help="verify one pass offline and print the verdict as JSON",
@@ -129,7 +130,7 @@ def _qr_text(path: str) -> str:
     grey = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
     if grey is None:
         raise ValueError(f"{path}: cannot read the image")
-    codes = build_decoder("zxing").decode(grey)
+    codes = build_decoder().decode(grey)
     if not codes:
         raise ValueError(f"{path}: no QR code found")
     if len(codes) > 1:

@@ -51,7 +51,7 @@ def default_attempts(zxing: Decoder, zbar: Decoder | None = None, opencv: Decode
     table). Decoders that are not installed are left out.
 
     The first rungs rescue nearly everything the whole ladder does; the gate runs only the first
-    ``DEFAULT_MAX_REPAIRS`` (factory). The last rungs read no code on the synthetic scene that an
+    ``decoder.max_repairs`` (config.py) of them. The last rungs read no code on the synthetic scene that an
     earlier rung did not, but real photos are not synthetic: ``qrgate scan``, with no deadline,
     runs them all. zxing on the bare region is not a rung: the sharpened region reads every code
     it does.

@@ -31,6 +31,7 @@ from ..config import DeviceConfig
 from ..decision import Decider, payload_key
 from ..decoding.base import DecodedCode
 from ..decoding.factory import build_decoder, build_pipeline
+from ..config import DecoderConfig
 from ..decoding.opencv import OpenCvDecoder
 from ..decoding.parallel import ParallelDecoder
 from ..decoding.zbar import ZbarDecoder
@@ -156,7 +157,7 @@ def _threads_section(frames: list[np.ndarray], out: Callable[[str], None]) -> di
     one_worker_fps = 0.0
     for workers in range(1, 4):
         # Throughput: every frame decoded (wait=True), presence gate off so each frame costs a decode.
-        with ParallelDecoder(build_pipeline(presence_gate=False), lambda f, c: None, workers=workers) as pool:
+        with ParallelDecoder(build_pipeline(DecoderConfig(presence_gate=False)), lambda f, c: None, workers=workers) as pool:
             start = time.perf_counter()
             for index, grey in enumerate(frames):
                 pool.submit(Frame(grey, 0.0, index), wait=True)
@@ -171,7 +172,7 @@ def _threads_section(frames: list[np.ndarray], out: Callable[[str], None]) -> di
         def delivered(frame: Frame, codes: list[DecodedCode]) -> None:
             latencies.append(time.perf_counter() - submitted[frame.index])
 
-        with ParallelDecoder(build_pipeline(presence_gate=False), delivered, workers=workers) as pool:
+        with ParallelDecoder(build_pipeline(DecoderConfig(presence_gate=False)), delivered, workers=workers) as pool:
             due = time.perf_counter()
             for index, grey in enumerate(frames):
                 due += period

@@ -9,20 +9,10 @@ Exit codes: 0 done; 1 failed, with the reason on stderr; 2 usage error.
 
 from __future__ import annotations
 
-import argparse
-from typing import Protocol
+from qrgate.commands import Subcommands  # one protocol for both CLIs
 
 PROG = "qrgate-issuer"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-class Subcommands(Protocol):
-    """What ``add_parser`` needs of ``ArgumentParser.add_subparsers()``'s result.
-
-    argparse's own class for it (``_SubParsersAction``) is private, so the signatures name this
-    instead; the parts used are those argparse documents.
-    """
-
-    def add_parser(
-        self, name: str, *, help: str | None = ..., description: str | None = ...
-    ) -> argparse.ArgumentParser: ...
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "PROG", "Subcommands"]
