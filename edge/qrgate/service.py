@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from gpiozero.pins import Factory
+
 from . import __version__, wire
 from .board import load_board_profile
 from .clock import Clock, SystemClock
@@ -22,6 +24,7 @@ from .config import CameraConfig, GateConfig, RulesConfig
 from .decision import Decider
 from .decoding.factory import build_pipeline
 from .decoding.parallel import ParallelDecoder
+from .decoding.pipeline import FramePipeline
 from .errors import ConfigError, FrameSourceError
 from .feedback import GateFeedback, default_pin_factory
 from .frames.base import FrameSource
@@ -113,7 +116,7 @@ class GateService:
         config: GateConfig,
         *,
         source: FrameSource | None = None,
-        pin_factory=None,
+        pin_factory: Factory | None = None,
         clock: Clock | None = None,
         notifier: SystemdNotifier | None = None,
         on_outcome: Callable[[Presentation], None] | None = None,
@@ -122,56 +125,22 @@ class GateService:
         self.clock = clock or SystemClock(rtc=config.clock.rtc)
         self.notifier = notifier or SystemdNotifier()
         self._closers: list[Callable[[], None]] = []
+        # Built in start order; whatever was opened is closed again if a later part fails.
         try:
-            trust_config = config.trust
-            rules = baseline_rules(config.rules)
-            self.trust_updates: TrustUpdates | None = None
-            if trust_config.signers_dir:
-                self.trust_updates = TrustUpdates.open(trust_config.state_dir, trust_config.signers_dir,
-                                                       trust_config.paths, baseline_rules=rules)
-                trust = self.trust_updates.authority
-            else:
-                trust = TrustAuthority.of_store(TrustStore.from_paths(trust_config.paths), rules=rules)
-            self.authority: TrustAuthority = trust
+            self.trust_updates, self.authority = self._open_trust()
             self.outbox = Outbox(Path(config.outbox.path), max_bytes=config.outbox.max_mb * 1024 * 1024)
             self._closers.append(self.outbox.close)
-            pin_overrides: dict[str, int | None] = dict(config.feedback.pins)
-            if not config.feedback.relay:
-                pin_overrides["relay"] = None
-            profile = load_board_profile(config.feedback.board, pin_overrides, config.feedback.relay_active_low)
-            if pin_factory is None:
-                pin_factory = default_pin_factory(mock=config.feedback.mock_pins)
-            self.feedback = GateFeedback(
-                profile, pin_factory=pin_factory,
-                patterns=config.feedback.patterns,
-            )
+            self.feedback = self._open_feedback(pin_factory)
             self._closers.append(self.feedback.close)
             self.uplink = self._build_uplink() if config.mqtt.enabled else None
             self.source = source if source is not None else build_frame_source(config.camera)
             self._closers.append(self.source.close)
-            decoder_cfg = config.decoder
-            pipeline = build_pipeline(decoder_cfg)
-            self.gate = Gate(
-                decoder=pipeline,
-                verifier=PassVerifier(trust, clock_skew_s=trust_config.clock_skew_s,
-                                      max_age_s=trust_config.max_age_h * 3600, stale_policy=trust_config.stale_policy,
-                                      cccd=_cccd_policy(config)),
-                decider=Decider(presence_gap_s=config.decision.presence_gap_s,
-                                repeat_window_s=config.decision.repeat_window_s),
-                outbox=self.outbox,
-                show=self.feedback.show,
-                device=config.device,
-                clock=self.clock,
-                on_event_stored=self.uplink.wake if self.uplink else (lambda: None),
-                on_outcome=on_outcome,
-                # Only a live camera stamps frames on the monotonic clock; files and a simulated scene do not.
-                measure_latency=self.source.live,
-                clock_policy=config.clock.unsynchronised_policy,
-            )
+            pipeline = build_pipeline(config.decoder)
+            self.gate = self._build_gate(pipeline, on_outcome)
             # Decode threads hand their results to the gate; they stop before the outbox and the LEDs close.
             self.decoders: ParallelDecoder | None = None
-            if decoder_cfg.workers:
-                self.decoders = ParallelDecoder(pipeline, self.gate.handle, workers=decoder_cfg.workers)
+            if config.decoder.workers:
+                self.decoders = ParallelDecoder(pipeline, self.gate.handle, workers=config.decoder.workers)
                 self._closers.append(self.decoders.close)
         except BaseException:
             self.close()
@@ -181,6 +150,48 @@ class GateService:
         # Identifies the configuration in force on the status topic: the fleet can spot a gate that missed a change.
         self.config_hash = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
         self._drop_thread: threading.Thread | None = None
+
+    def _open_trust(self) -> tuple[TrustUpdates | None, TrustAuthority]:
+        """The signed-list updates (when the province's signers are pinned) and the authority passes are checked
+        against: the updates' own, or one over the static anchors of ``trust.paths``."""
+        trust = self.config.trust
+        rules = baseline_rules(self.config.rules)
+        if trust.signers_dir:
+            updates = TrustUpdates.open(trust.state_dir, trust.signers_dir, trust.paths, baseline_rules=rules)
+            return updates, updates.authority
+        return None, TrustAuthority.of_store(TrustStore.from_paths(trust.paths), rules=rules)
+
+    def _open_feedback(self, pin_factory: Factory | None) -> GateFeedback:
+        """LEDs, buzzer and relay on the configured board's pins (gpiozero's default factory unless handed one)."""
+        feedback = self.config.feedback
+        pin_overrides: dict[str, int | None] = dict(feedback.pins)
+        if not feedback.relay:
+            pin_overrides["relay"] = None
+        profile = load_board_profile(feedback.board, pin_overrides, feedback.relay_active_low)
+        if pin_factory is None:
+            pin_factory = default_pin_factory(mock=feedback.mock_pins)
+        return GateFeedback(profile, pin_factory=pin_factory, patterns=feedback.patterns)
+
+    def _build_gate(self, pipeline: FramePipeline, on_outcome: Callable[[Presentation], None] | None) -> Gate:
+        """The per-frame path (gate.py) over the parts opened before it."""
+        config, trust = self.config, self.config.trust
+        uplink = self.uplink
+        return Gate(
+            decoder=pipeline,
+            verifier=PassVerifier(self.authority, clock_skew_s=trust.clock_skew_s, max_age_s=trust.max_age_h * 3600,
+                                  stale_policy=trust.stale_policy, cccd=_cccd_policy(config)),
+            decider=Decider(presence_gap_s=config.decision.presence_gap_s,
+                            repeat_window_s=config.decision.repeat_window_s),
+            outbox=self.outbox,
+            show=self.feedback.show,
+            device=config.device,
+            clock=self.clock,
+            on_event_stored=uplink.wake if uplink is not None else (lambda: None),
+            on_outcome=on_outcome,
+            # Only a live camera stamps frames on the monotonic clock; files and a simulated scene do not.
+            measure_latency=self.source.live,
+            clock_policy=config.clock.unsynchronised_policy,
+        )
 
     def _build_uplink(self) -> Uplink:
         return Uplink(
