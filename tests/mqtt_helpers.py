@@ -1,9 +1,8 @@
-"""Helpers for tests against a real Mosquitto on loopback: a broker fixture, an outbox fixture, a
-small real file system that fills up, a recording subscriber, check-in events, a test uplink, a
-throw-away PKI, and an uplink in a child process that a test can SIGKILL (run as ``python
-tests/mqtt_helpers.py uplink ...``).
+"""Helpers for tests against a real Mosquitto on loopback: a recording subscriber, check-in events,
+a test uplink, a throw-away PKI, and an uplink in a child process that a test can SIGKILL (run as
+``python tests/mqtt_helpers.py uplink ...``).
 
-Fixtures live here and are imported by the test modules that use them.
+The ``broker``, ``outbox`` and ``small_filesystem`` fixtures are in conftest.py.
 """
 
 from __future__ import annotations
@@ -16,12 +15,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -61,36 +59,6 @@ def make_event(seq: int, device_id: str = DEVICE_ID) -> CheckinEvent:
         pass_id=f"pass-{seq}",
         subject_id=f"subject-{seq}",
     )
-
-
-@pytest.fixture(name="broker")
-def broker_fixture(tmp_path: Path) -> Iterator[MosquittoBroker]:
-    """A running private broker; import ``broker_fixture`` into a test module to use ``broker``."""
-    with MosquittoBroker(tmp_path / "broker") as running:
-        yield running
-
-
-@pytest.fixture(name="outbox")
-def outbox_fixture(tmp_path: Path) -> Iterator[Outbox]:
-    """An open outbox in the test's temp dir; import ``outbox_fixture`` to use ``outbox``."""
-    with Outbox(tmp_path / "outbox.sqlite") as store:
-        yield store
-
-
-@pytest.fixture(name="small_filesystem")
-def small_filesystem_fixture(tmp_path: Path) -> Iterator[Path]:
-    """A real 256 KiB tmpfs that fills up as an SD card would (needs CAP_SYS_ADMIN); import
-    ``small_filesystem_fixture`` to use ``small_filesystem``."""
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mount_point)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs to fill up (needs root): {mounted.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def build_uplink(outbox: Outbox, **options: object) -> Uplink:

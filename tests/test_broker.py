@@ -8,7 +8,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from mqtt_helpers import Subscriber, broker_fixture, wait_until  # noqa: F401  (the broker fixture)
+from mqtt_helpers import Subscriber, wait_until
 from paho.mqtt.enums import CallbackAPIVersion
 from qrgate.tools import broker as broker_module
 from qrgate.tools.broker import BrokerError, MosquittoBroker

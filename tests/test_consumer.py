@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as mqtt
 import pytest
-from mqtt_helpers import Subscriber, broker_fixture, make_event, wait_until  # noqa: F401  (the broker fixture)
+from mqtt_helpers import Subscriber, make_event, wait_until
 from qrgate import wire
 from qrgate.tools.broker import MosquittoBroker, free_loopback_port
 from qrgate_provisioning.commands.consumer import add_parser, main

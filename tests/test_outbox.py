@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from mqtt_helpers import make_event, small_filesystem_fixture  # noqa: F401  (the small_filesystem fixture)
+from mqtt_helpers import make_event
 from qrgate.errors import OutboxError, OutboxFull
 from qrgate.outbox import Outbox
 from qrgate.wire import CheckinEvent

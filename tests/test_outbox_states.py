@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from mqtt_helpers import make_event, small_filesystem_fixture  # noqa: F401  (the small_filesystem fixture)
+from mqtt_helpers import make_event
 from qrgate.clock import ManualClock
 from qrgate.errors import OutboxFull
 from qrgate.outbox import Outbox

@@ -15,7 +15,7 @@ from typing import Any
 
 import cbor2
 import pytest
-from mqtt_helpers import broker_fixture, retained, wait_until  # noqa: F401  (the broker fixture)
+from mqtt_helpers import retained, wait_until
 from test_trustlist_delivery import issuer_cli, raw_publish
 
 from qrgate import wire

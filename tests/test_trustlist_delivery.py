@@ -10,7 +10,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from mqtt_helpers import Subscriber, broker_fixture, make_pki, retained, wait_until  # noqa: F401  (the broker fixture)
+from mqtt_helpers import Subscriber, make_pki, retained, wait_until
 from paho.mqtt.enums import CallbackAPIVersion
 from qrgate.tools.broker import BrokerTls, MosquittoBroker
 from qrgate.passes.signed_list import ListOutcome, ListType, SignerKeys

@@ -14,9 +14,7 @@ from mqtt_helpers import (
     Subscriber,
     UplinkProcess,
     append,
-    broker_fixture,  # noqa: F401  (the broker fixture)
     make_pki,
-    outbox_fixture,  # noqa: F401  (the outbox fixture)
     persistent_broker,
     retained,
     uplink_for,

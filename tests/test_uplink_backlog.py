@@ -10,8 +10,6 @@ from mqtt_helpers import (
     DEVICE_ID,
     Subscriber,
     append,
-    broker_fixture,  # noqa: F401  (the broker fixture)
-    outbox_fixture,  # noqa: F401  (the outbox fixture)
     uplink_for,
     wait_until,
 )

@@ -9,10 +9,8 @@ import pytest
 from mqtt_helpers import (
     DEVICE_ID,
     Subscriber,
-    broker_fixture,  # noqa: F401  (the broker fixture)
     make_event,
     retained,
-    small_filesystem_fixture,  # noqa: F401  (the small_filesystem fixture)
     uplink_for,
     wait_until,
 )

@@ -1,0 +1,43 @@
+"""Fixtures shared by the test modules: a private Mosquitto broker, an open outbox and a small real
+file system that fills up. pytest finds them here; the test modules take them by name and import
+only the helper functions they call (from mqtt_helpers.py and friends)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from qrgate.outbox import Outbox
+from qrgate.tools.broker import MosquittoBroker
+
+
+@pytest.fixture(name="broker")
+def broker_fixture(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    """A running private broker on a free loopback port."""
+    with MosquittoBroker(tmp_path / "broker") as running:
+        yield running
+
+
+@pytest.fixture(name="outbox")
+def outbox_fixture(tmp_path: Path) -> Iterator[Outbox]:
+    """An open outbox in the test's temp dir."""
+    with Outbox(tmp_path / "outbox.sqlite") as store:
+        yield store
+
+
+@pytest.fixture(name="small_filesystem")
+def small_filesystem_fixture(tmp_path: Path) -> Iterator[Path]:
+    """A real 256 KiB tmpfs that fills up as an SD card would (needs CAP_SYS_ADMIN; skips otherwise)."""
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mount_point)],
+                             check=False, capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill up (needs root): {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
