@@ -249,7 +249,7 @@ class KernelSource:
         timex = _Timex()
         if self._adjtimex(ctypes.byref(timex)) == -1:
             return False
-        return 0 <= timex.maxerror < NTP_PHASE_LIMIT_US
+        return bool(0 <= timex.maxerror < NTP_PHASE_LIMIT_US)
 
 
 def system_clock_sources(*, rtc: bool) -> tuple[ClockSource, ...]:

@@ -75,7 +75,7 @@ class GateFeedback:
 
     def _claim(self, device_class: type[_Device], name: str, pin: OutputPin, pin_factory: Factory | None) -> _Device:
         try:
-            device = device_class(pin.bcm, active_high=not pin.active_low, initial_value=False, pin_factory=pin_factory)
+            device: _Device = device_class(pin.bcm, active_high=not pin.active_low, initial_value=False, pin_factory=pin_factory)
         # Each pin library (lgpio, RPi.GPIO, pigpio, native) raises its own exception types for a
         # missing chip or a busy line; this runs once at start-up, so catch them all and name the pin.
         except Exception as exc:

@@ -24,14 +24,14 @@ from .outbox import Outbox
 from .passes.clock_policy import ClockPolicy, apply_clock_policy
 from .passes.verdict import Reason, Verdict
 from .passes.verifier import PassVerifier
-from .wire import CheckinEvent, iso_utc, new_event_id
+from .wire import CheckinEvent, EventVerdict, iso_utc, new_event_id
 
 log = logging.getLogger(__name__)
 
 STORAGE_ERROR = "storage_error"  # shown (red) when a check-in cannot be stored: never green without a record
 
 _OUTCOME_OF = {Reason.ACCEPTED: Outcome.ACCEPTED, Reason.IDENTIFIED: Outcome.IDENTIFIED}
-_EVENT_VERDICT = {Reason.ACCEPTED: "accepted", Reason.IDENTIFIED: "identified"}
+_EVENT_VERDICT: dict[Reason, EventVerdict] = {Reason.ACCEPTED: "accepted", Reason.IDENTIFIED: "identified"}
 
 
 @dataclass(slots=True)

@@ -19,7 +19,9 @@ from types import ModuleType
 
 _systemd_daemon: ModuleType | None
 try:
-    from systemd import daemon as _systemd_daemon
+    from systemd import daemon
+
+    _systemd_daemon = daemon
 except ImportError:
     _systemd_daemon = None
 

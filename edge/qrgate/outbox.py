@@ -388,7 +388,7 @@ class Outbox:
         with self._lock:
             db = self._connection()
             try:
-                return db.execute("SELECT count(*) FROM events WHERE delivered IS NULL").fetchone()[0]
+                return int(db.execute("SELECT count(*) FROM events WHERE delivered IS NULL").fetchone()[0])
             except sqlite3.Error as exc:
                 raise self._error("cannot count pending events", exc) from exc
 
@@ -397,9 +397,9 @@ class Outbox:
         with self._lock:
             db = self._connection()
             try:
-                return db.execute(
+                return int(db.execute(
                     "SELECT count(*) FROM events WHERE delivered IS NULL AND published IS NOT NULL"
-                ).fetchone()[0]
+                ).fetchone()[0])
             except sqlite3.Error as exc:
                 raise self._error("cannot count events awaiting acknowledgement", exc) from exc
 
@@ -451,7 +451,7 @@ class Outbox:
     @staticmethod
     def _size(db: sqlite3.Connection) -> int:
         pages = db.execute("PRAGMA page_count").fetchone()[0] - db.execute("PRAGMA freelist_count").fetchone()[0]
-        return pages * db.execute("PRAGMA page_size").fetchone()[0]
+        return int(pages * db.execute("PRAGMA page_size").fetchone()[0])
 
     @property
     def over_limit(self) -> bool:

@@ -61,10 +61,12 @@ def build_frame_source(camera: CameraConfig) -> FrameSource:
     if camera.source == "files":
         from .frames.opencv import FileSource
 
+        assert camera.path is not None  # CameraConfig refuses this source without a path
         return FileSource(camera.path, loop=camera.loop)
     if camera.source == "video":
         from .frames.opencv import VideoFileSource
 
+        assert camera.path is not None  # as for files
         return VideoFileSource(camera.path, loop=camera.loop)
     from .frames.synthetic import SyntheticGate, Visit, load_script
 
@@ -84,6 +86,7 @@ def _cccd_policy(config: GateConfig) -> CccdPolicy:
     cccd = config.cccd
     if not cccd.enabled:
         return CccdPolicy()
+    assert cccd.hash_key_file is not None  # CccdConfig requires it when enabled
     path = Path(cccd.hash_key_file)
     try:
         if path.stat().st_mode & 0o077:
@@ -230,7 +233,10 @@ class GateService:
             return {}
 
         def offer_as(list_type: ListType) -> Callable[[str, bytes], None]:
-            return lambda topic, payload: updates.offer(payload, f"mqtt:{topic}", time.time(), expect=list_type)
+            def offer(topic: str, payload: bytes) -> None:
+                updates.offer(payload, f"mqtt:{topic}", time.time(), expect=list_type)  # logs its own outcome
+
+            return offer
 
         return {wire.TRUST_LIST_TOPIC: offer_as(ListType.TRUST_LIST),
                 wire.REVOCATION_TOPIC: offer_as(ListType.REVOCATION),
@@ -254,7 +260,8 @@ class GateService:
         if self.uplink is not None:
             self.uplink.start()
         if self.trust_updates is not None and self.config.trust.drop_dir:
-            self._drop_thread = threading.Thread(target=self._watch_drop_dir, name="qrgate-trust-drop", daemon=True)
+            self._drop_thread = threading.Thread(target=self._watch_drop_dir, name="qrgate-trust-drop", daemon=True,
+                                                 args=(self.trust_updates, Path(self.config.trust.drop_dir)))
             self._drop_thread.start()
         try:
             self._capture_loop()
@@ -314,16 +321,15 @@ class GateService:
         skipped = self.decoders.frames_skipped if self.decoders is not None else 0
         return self.gate.stats.frames + skipped
 
-    def _watch_drop_dir(self) -> None:
+    def _watch_drop_dir(self, updates: TrustUpdates, drop_dir: Path) -> None:
         """Offer list files dropped by a technician (or a sync job at a site without network)."""
-        drop_dir = Path(self.config.trust.drop_dir)
         try:
             drop_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             log.error("trust drop directory %s unusable: %s", drop_dir, exc)
             return
         while True:
-            self.trust_updates.import_directory(drop_dir, time.time())
+            updates.import_directory(drop_dir, time.time())
             if self._stop.wait(self.config.trust.drop_poll_s):
                 return
 

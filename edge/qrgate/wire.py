@@ -70,6 +70,9 @@ REVOCATION_TOPIC = f"{TOPIC_ROOT}/province/revocation"
 RULE_SET_TOPIC = f"{TOPIC_ROOT}/province/rules"  # the signed validation rule set (docs/rules.md)
 
 
+# What the gate decided about a check-in, as the event says it (Reason says why).
+EventVerdict = Literal["accepted", "rejected", "identified"]
+
 class CheckinEvent(BaseModel):
     """One check-in: a presentation of a code at the gate, accepted or rejected.
 
@@ -88,7 +91,7 @@ class CheckinEvent(BaseModel):
     direction: Literal["in", "out"] = Field(description="Whether this gate checks people in or out.")
     time: str = Field(description="Wall-clock time of the decision, ISO 8601 UTC with milliseconds.")
     clock_synced: bool = Field(description="Whether the device clock was NTP/RTC-synchronised at that time.")
-    verdict: Literal["accepted", "rejected", "identified"] = Field(
+    verdict: EventVerdict = Field(
         description="What the gate showed: 'identified' is a chip ID card admitted by policy, not a verified pass."
     )
     reason: str = Field(description="'accepted' or the named rejection reason.")

@@ -192,10 +192,10 @@ class _CardPen:
         self.card = card
 
     def x(self, left_mm: float) -> float:
-        return (self.card.left + left_mm) * mm
+        return float((self.card.left + left_mm) * mm)
 
     def y(self, top_mm: float) -> float:
-        return (PAGE_HEIGHT_MM - self.card.top - top_mm) * mm
+        return float((PAGE_HEIGHT_MM - self.card.top - top_mm) * mm)
 
     def text(self, left_mm: float, baseline_mm: float, value: str, font: str, size: float, grey: float = 0.0) -> None:
         self.pdf.setFillGray(grey)

@@ -70,7 +70,7 @@ def mint_qrgate_pass(
     if initials is not None:
         claims[qrgate_pass.INITIALS] = initials
     message = sign1(key, cbor2.dumps(claims), kid=key.kid)
-    return qrgate_pass.PREFIX + base45.b45encode(message).decode("ascii")
+    return qrgate_pass.PREFIX + bytes(base45.b45encode(message)).decode("ascii")
 
 
 def mint_dcc_pass(
@@ -95,4 +95,4 @@ def mint_dcc_pass(
     if issuer is not None:
         claims[cwt.ISS] = issuer
     message = sign1(key, cbor2.dumps(claims), kid=certificate_kid(cert), kid_in=kid_in)
-    return dcc.PREFIX + base45.b45encode(zlib.compress(message, 9)).decode("ascii")
+    return dcc.PREFIX + bytes(base45.b45encode(zlib.compress(message, 9))).decode("ascii")

@@ -140,7 +140,7 @@ def deblur_motion(region: np.ndarray, length_px: int, *, angle: float | None = N
     power = cv2.magnitude(psf_f[..., 0], psf_f[..., 1]) ** 2 + noise_to_signal
     # image * conj(psf) / (|psf|^2 + nsr)
     product = cv2.mulSpectrums(image_f, psf_f, 0, conjB=True)
-    product /= power[..., None]
+    np.divide(product, power[..., None], out=product)
     restored = cv2.idft(product, flags=cv2.DFT_SCALE | cv2.DFT_REAL_OUTPUT)
     return np.clip(restored[pad:pad + height, pad:pad + width], 0, 255).astype(np.uint8)
 

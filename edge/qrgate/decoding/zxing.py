@@ -8,6 +8,8 @@ frame is its own binarised image (1 byte per pixel), inherent to the algorithm.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import zxingcpp
 
@@ -45,7 +47,7 @@ class ZxingDecoder:
 
     def __init__(self, *, try_rotate: bool = False, try_invert: bool = False, try_downscale: bool = False,
                  binarizer: zxingcpp.Binarizer = zxingcpp.Binarizer.LocalAverage) -> None:
-        self._options = {
+        self._options: dict[str, Any] = {
             "formats": zxingcpp.BarcodeFormat.QRCode,
             "try_rotate": try_rotate,
             "try_invert": try_invert,

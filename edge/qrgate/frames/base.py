@@ -29,7 +29,10 @@ class FrameSource(Protocol):
     """
 
     name: str
-    live: bool  # frames are stamped with time.monotonic() at capture (a camera), not simulated time
+
+    @property
+    def live(self) -> bool:
+        """Whether frames are stamped with time.monotonic() at capture (a camera), not simulated time."""
 
     def start(self) -> None:
         """Open the device and begin capturing. Raises CameraUnavailable/FrameSourceError."""

@@ -22,7 +22,11 @@ class LiveFrameSource(ABC):
 
     name: str
     _label: ClassVar[str]  # how messages name the source, e.g. "the USB camera source"
-    live: bool = True  # frames carry time.monotonic() at capture
+
+    @property
+    def live(self) -> bool:
+        """Frames carry time.monotonic() at capture (a subclass that simulates time says otherwise)."""
+        return True
 
     def __init__(self) -> None:
         self._slot: LatestFrameSlot | None = None

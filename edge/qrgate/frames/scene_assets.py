@@ -332,7 +332,7 @@ def build_visit(visit: Visit, rng: np.random.Generator, fx: np.random.Generator,
 
     blur = np.zeros(dwell, np.int16)
     blurred = rng.random(dwell) < visit.blur_share
-    for j in np.flatnonzero(blurred):
+    for j in np.flatnonzero(blurred).tolist():
         if rng.random() < 0.6:
             blur[j] = motion_kernel(rng.uniform(3, 9), rng.uniform(0, 180))
         else:

@@ -158,7 +158,9 @@ class SyntheticGate(LiveFrameSource):
 
         # Timeline: each visit owns its gap frames then its dwell frames; its code is in view
         # during the dwell. Its assets are built at its first frame, so in the gap when it has one.
-        code_starts, owner, truth = [], [], []
+        code_starts: list[int] = []
+        owner: list[int] = []
+        truth: list[int] = []  # per frame, the visit whose code is in view, or -1
         for k, visit in enumerate(self.script):
             gap = round(visit.gap_s * fps)
             dwell = max(1, round(visit.dwell_s * fps))

@@ -26,7 +26,7 @@ MAX_CBOR_DEPTH = 16  # a DCC nests 6 deep (claims > hcert > payload > v > entry 
 def decode_base45(text: str) -> bytes:
     """The bytes of base45 ``text`` (RFC 9285). Output is 2/3 of the input, so it is bounded by the text cap."""
     try:
-        return base45.b45decode(text)
+        return bytes(base45.b45decode(text))
     except (ValueError, TypeError) as exc:
         raise Rejected(Reason.MALFORMED, "base45") from exc
 

@@ -88,13 +88,16 @@ def chosen_entry(kind: str, entries: object) -> Mapping[Any, Any]:
     limit = MAX_VACCINATION_ENTRIES if kind == "v" else 1
     if not 0 < len(entries) <= limit:
         raise Rejected(Reason.MALFORMED, "dcc_payload")
+    chosen: Mapping[Any, Any]
     if len(entries) == 1:
-        return entries[0]
+        chosen = entries[0]
+        return chosen
     ranked = sorted(((_dose_rank(entry), index) for index, entry in enumerate(entries)), reverse=True)
     (best_rank, best), (next_rank, runner_up) = ranked[0], ranked[1]
     if best_rank == next_rank and entries[best] != entries[runner_up]:
         raise Rejected(Reason.MALFORMED, "dcc_payload")
-    return entries[best]
+    chosen = entries[best]
+    return chosen
 
 
 def _dose_rank(entry: Mapping[Any, Any]) -> tuple[int, dt.datetime]:

@@ -169,7 +169,8 @@ def _members(values: np.ndarray, sorted_array: np.ndarray) -> np.ndarray:
     if not len(sorted_array):
         return np.zeros(len(values), dtype=bool)
     positions = np.minimum(sorted_array.searchsorted(values), len(sorted_array) - 1)
-    return (_words(sorted_array)[positions] == _words(values)).all(axis=1)
+    mask: np.ndarray = (_words(sorted_array)[positions] == _words(values)).all(axis=1)
+    return mask
 
 
 def _words(array: np.ndarray) -> np.ndarray:
@@ -300,6 +301,6 @@ def decode_state(data: bytes) -> RevocationList:
     for hash_type, size in zip(HashType, sizes):
         arrays[hash_type] = np.frombuffer(body[offset:offset + size], dtype=_DTYPE)
         offset += size
-    version, issued_at, expires_at = fields
+    version, issued_at, expires_at = header["version"], header["issued_at"], header["expires_at"]  # ints: checked
     return RevocationList(version, issued_at, expires_at, header["digest"], RevocationIndex(arrays))
 

@@ -93,6 +93,7 @@ class PassVerifier:
         except Rejected as rejected:
             return Verdict(rejected.reason, spec.format, kid=kid, detail=rejected.detail, trust_stale=stale)
         rules_version, rules_read_clock = None, False
+        detail: str | None
         if state.revoked and spec.is_revoked(state.revoked, sign1, contents):
             # Revoked outranks the dates: the issuer withdrew this pass whatever its validity window says.
             reason, detail = Reason.REVOKED, "revocation_list"

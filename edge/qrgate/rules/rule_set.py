@@ -249,7 +249,7 @@ def _rule(item: Any, index: int, country: str) -> Rule:
     issues = validate(logic)
     if issues:
         raise fail(f"Logic is not valid CertLogic: {issues[0]}")
-    return Rule(identifier=identifier, type=rule_type, country=rule_country, version=version,
+    return Rule(identifier=match.group(0), type=rule_type, country=rule_country, version=version,
                 certificate_type=certificate_type, valid_from=valid_from, valid_to=valid_to, logic=logic,
                 reason=reason, description=_description(item.get("Description"), where), affected_fields=tuple(fields))
 
@@ -302,7 +302,7 @@ def _description(value: Any, where: str) -> str:
             or not all(isinstance(entry, dict) and set(entry) == {"lang", "desc"} and isinstance(entry["lang"], str)
                        and _LANG.fullmatch(entry["lang"]) and _text(entry["desc"], MAX_TEXT_CHARS) for entry in value)):
         raise _malformed(where, f'Description must be 1 to {MAX_DESCRIPTIONS} objects {{"lang": "en", "desc": "..."}}')
-    return next((entry["desc"] for entry in value if entry["lang"] == "en"), value[0]["desc"])
+    return str(next((entry["desc"] for entry in value if entry["lang"] == "en"), value[0]["desc"]))
 
 
 def _check_size(logic: Any, where: str) -> None:

@@ -78,7 +78,7 @@ def _no_delay(client: mqtt.Client) -> None:
     consumer's acknowledgement); Nagle's algorithm would hold one back until the previous segment's
     TCP ACK: measured (bench_uplink) the end-to-end drain of a backlog was 4x slower with it."""
     sock = client.socket()
-    if sock is not None:
+    if isinstance(sock, socket.socket):  # TLS sockets are too; a websocket wrapper is not and keeps its default
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
@@ -107,7 +107,7 @@ class Connection:
         endpoint = self._endpoint
         client = self._new_client()
         self._recorder.facts.clear()
-        properties = Properties(PacketTypes.CONNECT)
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho: no annotations
         if endpoint.session_expiry_s:
             properties.SessionExpiryInterval = endpoint.session_expiry_s
         try:

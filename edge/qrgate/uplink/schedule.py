@@ -193,7 +193,7 @@ class Schedule:
     @property
     def resend_wait_s(self) -> float:
         """How long after its PUBACK an event waits for the consumer's acknowledgement before it is sent again."""
-        return self._ack_timeout_s * 2**self._resend_steps
+        return float(self._ack_timeout_s * 2**self._resend_steps)
 
     def _send(self, progress: Progress, send: Send, rows: Iterable[tuple[PendingEvent, bool]], *,
               backlog: bool) -> int:

@@ -113,7 +113,7 @@ class FactRecorder:
                 self.facts.append(ConsumerAck(bytes(message.payload)))
                 self.kick.set()
             return
-        self._inbound(message.topic, message.payload)
+        self._inbound(message.topic, bytes(message.payload))
 
 
 @dataclass(frozen=True, slots=True)

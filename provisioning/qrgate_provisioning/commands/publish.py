@@ -93,6 +93,7 @@ def _publish_mqtt(args: argparse.Namespace, port: int, topic: str, document: byt
     # paho only here: the other commands run on an offline machine without a broker.
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.reasoncodes import ReasonCode
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{PROG}-{os.getpid()}", protocol=mqtt.MQTTv5)
     if args.tls:
@@ -103,11 +104,13 @@ def _publish_mqtt(args: argparse.Namespace, port: int, topic: str, document: byt
     connected, acknowledged = threading.Event(), threading.Event()
     outcome: dict[str, object] = {}
 
-    def on_connect(_client, _userdata, _flags, reason, _properties) -> None:
+    def on_connect(_client: mqtt.Client, _userdata: object, _flags: object, reason: ReasonCode,
+                   _properties: object) -> None:
         outcome["connect"] = reason
         connected.set()
 
-    def on_publish(_client, _userdata, _mid, reason, _properties) -> None:
+    def on_publish(_client: mqtt.Client, _userdata: object, _mid: int, reason: ReasonCode,
+                   _properties: object) -> None:
         outcome["publish"] = reason
         acknowledged.set()
 

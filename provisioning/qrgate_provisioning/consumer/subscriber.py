@@ -41,6 +41,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 from qrgate import wire
 
@@ -174,7 +175,7 @@ class Consumer:
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> Consumer:
-        properties = Properties(PacketTypes.CONNECT)
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho: no annotations
         properties.SessionExpiryInterval = self._session_expiry_s
         properties.ReceiveMaximum = self._batch_max  # the broker never has more unacknowledged with us
         self._client.connect_async(self.host, self.port, keepalive=self._keepalive, clean_start=False,
@@ -204,7 +205,8 @@ class Consumer:
 
     # --- paho's thread -------------------------------------------------------------------------
 
-    def _on_connect(self, client: mqtt.Client, _userdata: object, flags: object, reason, _props: object) -> None:
+    def _on_connect(self, client: mqtt.Client, _userdata: object, flags: object, reason: ReasonCode,
+                    _props: object) -> None:
         if reason.is_failure:
             self.stats.last_error = f"broker refused the connection: {reason}"
             log.warning("consumer: %s", self.stats.last_error)
@@ -215,20 +217,22 @@ class Consumer:
         # PUBACKs and acknowledgements are small packets each awaited by the other side: Nagle's
         # algorithm would hold them back for a TCP ACK (measured: end-to-end drain 4x slower).
         sock = client.socket()
-        if sock is not None:
+        if isinstance(sock, socket.socket):  # TLS sockets are too
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.subscribe(self.topic, qos=wire.QOS)
         log.info("consumer %s connected to %s:%d (session present: %s)", self.client_id, self.host, self.port,
                  getattr(flags, "session_present", None))
 
-    def _on_subscribe(self, _client: mqtt.Client, _userdata: object, _mid: int, reasons: list, _props: object) -> None:
+    def _on_subscribe(self, _client: mqtt.Client, _userdata: object, _mid: int, reasons: list[ReasonCode],
+                      _props: object) -> None:
         if any(reason.is_failure for reason in reasons):
             self.stats.last_error = f"broker refused the subscription to {self.topic}: {reasons[0]}"
             log.error("consumer: %s", self.stats.last_error)
             return
         self._subscribed.set()
 
-    def _on_disconnect(self, _client: mqtt.Client, _userdata: object, _flags: object, reason, _props: object) -> None:
+    def _on_disconnect(self, _client: mqtt.Client, _userdata: object, _flags: object, reason: ReasonCode,
+                       _props: object) -> None:
         self._subscribed.clear()
         self.stats.connected = False
         if not self._stopping.is_set():
