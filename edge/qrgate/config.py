@@ -88,7 +88,7 @@ class DecoderConfig(_Section):
     )
     workers: int = Field(
         2, ge=0, le=8,
-        description="Decode threads with latest-frame-wins hand-off, drops counted; 0 decodes on the capture thread. Pi 4/5: 2-3.",
+        description="Decode threads with latest-frame-wins hand-off, drops counted; 0 decodes in the capture loop. Pi 4/5: 2-3.",
     )
 
     @model_validator(mode="after")

@@ -25,10 +25,11 @@ additive, nullable column: a file without it is given it on open, and an older q
 know it still reads the file correctly (a published row is pending to it, so it is sent again), so
 rolling the software back never strands events. That is why the version stayed 1.
 
-Threads: one connection, shared by the capture loop (``append``) and the uplink's publisher thread
+Threads: one connection, shared by the thread that delivers decoded frames to the gate (``append``:
+a decode worker, or the capture loop with decoder.workers = 0) and the uplink's publisher thread
 (everything else), serialised by a lock. SQLite admits one writer at a time anyway, and a waiter on
 a Python lock wakes as soon as it is released, where SQLite's busy handler would poll with sleeps of
-up to 100 ms: the capture loop's worst case is one short transaction of the publisher.
+up to 100 ms: an append's worst case is one short transaction of the publisher.
 """
 
 from __future__ import annotations

@@ -2,8 +2,10 @@
 
 Hardware, clock, network and storage are each built here from the config and can be handed in
 instead (tests pass a synthetic source, gpiozero's MockFactory, a ManualClock). The capture loop
-runs on the calling thread; the uplink publishes from its own thread; gpiozero runs LED and buzzer
+runs on the calling thread and hands frames to the decode threads (decoder.workers), which run the
+gate's per-frame path; the uplink publishes from its own thread; gpiozero runs LED and buzzer
 patterns on its own threads, so nothing the visitor waits for blocks on the network or a pattern.
+docs/architecture.md draws the threads and what each owns.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from .decision import Decider
 from .decoding.factory import build_pipeline
 from .decoding.parallel import ParallelDecoder
 from .decoding.pipeline import FramePipeline
-from .errors import ConfigError, FrameSourceError
+from .errors import ConfigError, FrameSourceError, OutboxError
 from .feedback import GateFeedback, default_pin_factory
 from .frames.base import FrameSource
 from .gate import Gate, Presentation
@@ -214,7 +216,7 @@ class GateService:
         details: dict[str, object] = {
             "frames": stats.frames, "accepted": stats.accepted, "identified": stats.identified,
             "rejected": stats.rejected, "storage_errors": stats.storage_errors,
-            "frames_dropped": self.source.frames_dropped,
+            "frames_dropped": self._frames_dropped(),
         }
         latency = stats.latency_percentiles_ms()
         if latency is not None:
@@ -347,22 +349,33 @@ class GateService:
 
     def status_line(self) -> str:
         stats = self.gate.stats
-        pending = self.outbox.pending_count()
-        link = "off"
+        link, pending = "off", None
         if self.uplink is not None:
-            link = "up" if self.uplink.stats.connected else "down"
+            # The uplink's cached count: this runs on the capture loop, which must not wait behind a commit.
+            uplink_stats = self.uplink.stats
+            link, pending = ("up" if uplink_stats.connected else "down"), uplink_stats.pending
+        else:
+            try:
+                pending = self.outbox.pending_count()
+            except OutboxError:
+                pending = None
         trust = "static"
         if self.trust_updates is not None and self.trust_updates.version is not None:
             trust = f"v{self.trust_updates.version}"
         rules = self.authority.state.rules
         ruled = "off" if rules is None else f"v{rules.version}" if rules.signed else rules.source
-        dropped = self.source.frames_dropped + (self.decoders.frames_dropped if self.decoders is not None else 0)
         return (
-            f"frames {stats.frames} dropped {dropped} | accepted {stats.accepted} "
-            f"rejected {stats.rejected} | outbox pending {pending} | mqtt {link} | trust {trust} | rules {ruled}"
+            f"frames {stats.frames} dropped {self._frames_dropped()} | accepted {stats.accepted} "
+            f"rejected {stats.rejected} | outbox pending {'unreadable' if pending is None else pending} | "
+            f"mqtt {link} | trust {trust} | rules {ruled}"
         )
 
+    def _frames_dropped(self) -> int:
+        """Frames lost to latest-frame-wins: replaced in the camera's slot, or in the decode workers' pending slot."""
+        return self.source.frames_dropped + (self.decoders.frames_dropped if self.decoders is not None else 0)
+
     def _shutdown(self) -> None:
+        self._stop.set()  # also after an end of input or an error: the drop-directory thread waits on it
         self.feedback.all_off()
         if self._drop_thread is not None:
             self._drop_thread.join(5)

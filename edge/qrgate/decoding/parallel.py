@@ -4,7 +4,7 @@ zxing-cpp, OpenCV and ZBar (through ctypes) release the GIL while they work: two
 640x480 frames here do 1.9-2.0x the frames of one (measured: docs/performance.md). So the
 workers are threads, sharing the read-only decoders, with no process or shared-memory machinery.
 
-The capture thread calls ``submit(frame)``: the presence gate decides there whether the frame
+The capture loop (the main thread) calls ``submit(frame)``: the presence gate decides there whether the frame
 needs decoding at all, then the frame is copied into an idle worker's buffer (0.02 ms for
 640x480; the camera reuses its buffers, so a worker cannot keep a view). When every worker is
 busy the frame waits in a single pending slot; a newer frame replaces it and the replaced one is

@@ -2,7 +2,7 @@
 
 ``decode(grey)`` is the whole path on one thread (the ``Decoder`` interface the gate calls).
 For decoding on several threads it splits in two: ``wants(grey)`` (the presence gate, on the
-capture thread, before the frame is copied anywhere) and ``read(grey)`` (thread-safe: the
+capture loop, before the frame is copied anywhere) and ``read(grey)`` (thread-safe: the
 tracker locks, the cascade and the decoders keep no per-call state).
 
 Per decoded frame:
@@ -99,7 +99,7 @@ class FramePipeline:
         return self.presence is None or self.presence.wants(grey)
 
     def read(self, grey: np.ndarray) -> list[DecodedCode]:
-        """Decode one frame (steps 1-3). Safe to call from several threads at once."""
+        """Decode one frame (steps 1-4). Safe to call from several threads at once."""
         tracker = self.tracker
         hint = tracker.hint() if tracker is not None else None
         with self._lock:

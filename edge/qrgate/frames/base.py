@@ -12,8 +12,8 @@ import numpy as np
 class Frame:
     """One grey image and when it was captured.
 
-    ``grey`` is H x W uint8 and may be a view into a camera buffer (the Y plane of a YUV420 lores
-    stream): consumers must not keep it past the next ``read()``.
+    ``grey`` is H x W uint8 in a buffer the source reuses (a live source's slot buffer, into which the
+    camera thread copied the lores Y plane): consumers must not keep it past the next ``read()``.
     """
 
     grey: np.ndarray

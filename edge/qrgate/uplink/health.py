@@ -1,7 +1,7 @@
 """What the uplink reports about itself: the link state, counters since the Uplink was created, the latest problem,
 and the outbox's pending count.
 
-The pending count is cached. Reading stats happens on the capture thread (the status line) and must neither run
+The pending count is cached. Reading stats happens on the capture loop (the status line) and must neither run
 SQL nor wait for the outbox's lock behind a publisher's fsync'd commit, so the publisher thread counts after every
 change it knows of: deliveries it records, an append announced by ``wake()``, and at least every second for what
 another process writes. A reader that comes after such a change and before the publisher has counted again counts

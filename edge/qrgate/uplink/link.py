@@ -105,7 +105,7 @@ class Uplink:
         self._inbound.start()
 
     def wake(self) -> None:
-        """Tell the publisher an event was appended (cheap: no SQL; the capture loop calls it)."""
+        """Tell the publisher an event was appended (cheap: no SQL; the gate calls it after each append)."""
         self._health.pending.changed()
         self._kick.set()
 
@@ -160,7 +160,7 @@ class Uplink:
                 self._rest(delay)
 
     def _rest(self, delay: float) -> None:
-        """Wait ``delay`` before the next attempt, or until stop(); the capture loop's wake() meanwhile only
+        """Wait ``delay`` before the next attempt, or until stop(); the gate's wake() meanwhile only
         brings the pending count up to date (the next attempt reads the outbox anyway)."""
         deadline = time.monotonic() + delay
         while not self._stopping.is_set():
