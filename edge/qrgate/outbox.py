@@ -20,8 +20,8 @@ fsync'd. Nothing is ever dropped: a full disk, a read-only or corrupt file raise
 also kept in ``health().storage_error`` until a write succeeds again. ``max_bytes`` is a reporting
 threshold only (``over_limit``), never a reason to refuse or delete an event.
 
-Schema. ``user_version`` counts incompatible changes. The ``published`` column came later as an
-additive, nullable column: a file without it is given it on open, and an older qrgate that does not
+Schema (in outbox_file.py, with the checks made on opening and the naming of storage faults).
+``user_version`` counts incompatible changes. The ``published`` column came later as an additive, nullable column: a file without it is given it on open, and an older qrgate that does not
 know it still reads the file correctly (a published row is pending to it, so it is sent again), so
 rolling the software back never strands events. That is why the version stayed 1.
 
@@ -34,7 +34,6 @@ up to 100 ms: an append's worst case is one short transaction of the publisher.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
 import threading
@@ -45,35 +44,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .clock import Clock
-from .errors import OutboxError, OutboxFull
+from .errors import OutboxError
+from .outbox_file import classify, open_database, rollback
 from .wire import CheckinEvent
 
-SCHEMA_VERSION = 1
 _MAX_SEQ = 2**63 - 1  # SQLite's largest integer: "no upper bound" for a seq range
-
-# One script, one transaction; IF NOT EXISTS because another process may have created it meanwhile.
-_SCHEMA = f"""
-BEGIN IMMEDIATE;
-CREATE TABLE IF NOT EXISTS events (
-    seq          INTEGER PRIMARY KEY AUTOINCREMENT,  -- per-device sequence number
-    event_id     TEXT    NOT NULL UNIQUE,            -- UUIDv7, the consumers' de-duplication key
-    created_mono REAL    NOT NULL,                   -- monotonic seconds (this boot only): ages, not dates
-    created_wall REAL    NOT NULL,                   -- Unix seconds
-    payload      BLOB    NOT NULL,                   -- CheckinEvent.to_json(), published as is
-    delivered    INTEGER,                            -- Unix ms it became delivered; NULL while pending
-    published    INTEGER                             -- Unix ms of the latest PUBACK while awaiting the consumer's ack
-);
-CREATE INDEX IF NOT EXISTS events_pending ON events (seq) WHERE delivered IS NULL;
-CREATE INDEX IF NOT EXISTS events_awaiting ON events (seq) WHERE delivered IS NULL AND published IS NOT NULL;
-PRAGMA user_version = {SCHEMA_VERSION};
-COMMIT;
-"""
-
-# For files written before end-to-end acknowledgements (see "Schema" above).
-_ADD_PUBLISHED = (
-    "ALTER TABLE events ADD COLUMN published INTEGER",
-    "CREATE INDEX IF NOT EXISTS events_awaiting ON events (seq) WHERE delivered IS NULL AND published IS NOT NULL",
-)
 
 
 class PendingEvent(NamedTuple):
@@ -126,107 +101,17 @@ class Outbox:
         self._clock = clock or _SystemTime()
         self._lock = threading.Lock()
         self._storage_error: str | None = None
-        self._db: sqlite3.Connection | None = self._open()
-
-    def _open(self) -> sqlite3.Connection:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutboxError(f"outbox {self.path}: cannot create its directory: {exc}") from exc
-        try:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5.0)
-        except sqlite3.Error as exc:
-            raise self._error("cannot open", exc) from exc
-        try:
-            journal = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if journal != "wal":
-                raise OutboxError(f"outbox {self.path}: the file system does not support WAL (journal mode {journal!r})")
-            db.execute("PRAGMA synchronous=FULL")
-            problems = [row[0] for row in db.execute("PRAGMA quick_check")]
-            if problems != ["ok"]:
-                raise OutboxError(
-                    f"outbox {self.path} failed its integrity check ({'; '.join(problems[:3])}); "
-                    "move the file aside to start a new outbox (its pending events would not be sent)"
-                )
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
-                db.executescript(_SCHEMA)
-            elif version != SCHEMA_VERSION:
-                raise OutboxError(
-                    f"outbox {self.path} has schema version {version}; this qrgate understands {SCHEMA_VERSION}"
-                )
-            elif not self._has_published_column(db):
-                self._add_published_column(db)
-        except sqlite3.Error as exc:
-            db.close()
-            raise self._error("cannot open", exc) from exc
-        except OutboxError:
-            db.close()
-            raise
-        return db
-
-    @staticmethod
-    def _has_published_column(db: sqlite3.Connection) -> bool:
-        return any(row[1] == "published" for row in db.execute("PRAGMA table_info(events)"))
-
-    def _add_published_column(self, db: sqlite3.Connection) -> None:
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            if not self._has_published_column(db):  # another process may have just done it
-                for statement in _ADD_PUBLISHED:
-                    db.execute(statement)
-            db.execute("COMMIT")
-        except BaseException:
-            self._rollback(db)
-            raise
+        self._db: sqlite3.Connection | None = open_database(self.path)
 
     def _error(self, doing: str, exc: sqlite3.Error) -> OutboxError:
-        error = self._classify(doing, exc)
+        error = classify(self.path, doing, exc)
         self._storage_error = str(error)
         return error
-
-    def _classify(self, doing: str, exc: sqlite3.Error) -> OutboxError:
-        code = getattr(exc, "sqlite_errorcode", None)
-        primary = code & 0xFF if code is not None else None
-        if primary == sqlite3.SQLITE_FULL:
-            return OutboxFull(f"outbox {self.path}: {doing}: the disk is full ({exc})")
-        if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
-            return OutboxError(
-                f"outbox {self.path}: {doing}: the database is corrupt ({exc}); "
-                "move the file aside to start a new outbox"
-            )
-        # SQLite says "unable to open database file" or "disk I/O error" for storage that turned
-        # read-only (an SD card's ext4 remounts itself read-only on errors): name the real cause.
-        read_only = self._read_only_cause()
-        if read_only is not None or primary == sqlite3.SQLITE_READONLY:
-            cause = read_only or "the database is read-only"
-            return OutboxError(f"outbox {self.path}: {doing}: read-only storage: {cause} ({exc})")
-        return OutboxError(f"outbox {self.path}: {doing}: {exc}")
-
-    def _read_only_cause(self) -> str | None:
-        directory = self.path.parent
-        try:
-            if os.statvfs(directory).f_flag & os.ST_RDONLY:
-                return f"the file system holding {directory} is mounted read-only"
-        except OSError:
-            return None
-        for target in (self.path, directory):
-            if target.exists() and not os.access(target, os.W_OK):
-                return f"{target} is not writable by this user"
-        return None
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
             raise OutboxError(f"outbox {self.path} is closed")
         return self._db
-
-    @staticmethod
-    def _rollback(db: sqlite3.Connection) -> None:
-        # After SQLITE_FULL or an I/O error SQLite may already have rolled back; a failing ROLLBACK
-        # must not hide the error that caused it.
-        if db.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
 
     def append(self, build: Callable[[int], CheckinEvent]) -> CheckinEvent:
         """Store the event ``build(seq)`` under the next sequence number; durable when this returns.
@@ -250,7 +135,7 @@ class Outbox:
                     )
                     db.execute("COMMIT")
                 except BaseException:
-                    self._rollback(db)
+                    rollback(db)
                     raise
             except sqlite3.Error as exc:
                 raise self._error("event not stored", exc) from exc
@@ -370,7 +255,7 @@ class Outbox:
                         self._prune(db)
                     db.execute("COMMIT")
                 except BaseException:
-                    self._rollback(db)
+                    rollback(db)
                     raise
             except sqlite3.Error as exc:
                 raise self._error(doing, exc) from exc
