@@ -1,16 +1,12 @@
 """CertLogic 1.3.3, the EU DCC business rules' dialect of JsonLogic: the validator and the evaluator.
 
-Written here rather than taken from a JsonLogic library, because CertLogic is not JsonLogic with a few
-operations added: it is a strict subset with its own validation (no ``or``, no ``var`` defaults, no null
-or float literals, fixed arities), its own stricter truthiness, no type coercion, and date-times that
-only ``plusTime``/``dccDateOfBirth`` make. PyPI's panzi-json-logic 1.0.1 (the one Python "CertLogic",
-last released 2021-09, before specification 1.3.0) was measured on the official suite: 207 of its 232
-assertions, the 25 failures all in ``recognising-minors-*`` (no ``dccDateOfBirth``, no partial dates in
-``plusTime``). Beyond the suite it has no validator, so it runs operations CertLogic forbids; it coerces
-as JavaScript does (``"1" + 2`` is 3.0, ``true === 1`` is true, ``in`` on a string is a substring test);
-2020-02-29 plus one year raises ValueError where the spec says 2021-03-01; deep nesting raises
-RecursionError; fullwidth digits pass as dates. Fixing that is replacing its evaluator, its operations
-and its date code, which is all of it: this module and ``certlogic_dates.py`` are that replacement.
+Written here rather than taken from a JsonLogic library: CertLogic is a strict subset of JsonLogic with its
+own validation (no ``or``, no ``var`` defaults, no null or float literals, fixed arities), stricter truthiness,
+no coercion, and date-times only ``plusTime``/``dccDateOfBirth`` make. PyPI's panzi-json-logic 1.0.1 (the one
+Python "CertLogic", 2021-09, before spec 1.3.0) passes 207 of the official suite's 232 assertions (no
+``dccDateOfBirth``, no partial dates in ``plusTime``), has no validator, coerces as JavaScript does (``"1" + 2``
+is 3.0, ``true === 1``), raises on 2020-02-29 plus one year and on deep nesting, and takes fullwidth digits as
+dates: fixing that is replacing all of it, which this module and ``certlogic_dates.py`` are.
 
 Where the specification leaves a choice, what this evaluator does, and why:
 
