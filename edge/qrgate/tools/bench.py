@@ -22,16 +22,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
 
 from ..clock import SystemClock
-from ..config import DeviceConfig
+from ..config import DecoderConfig, DeviceConfig
 from ..decision import Decider, payload_key
-from ..decoding.base import DecodedCode
+from ..decoding.base import DecodedCode, Decoder
 from ..decoding.factory import build_decoder, build_pipeline
-from ..config import DecoderConfig
 from ..decoding.opencv import OpenCvDecoder
 from ..decoding.parallel import ParallelDecoder
 from ..decoding.zbar import ZbarDecoder
@@ -52,6 +52,8 @@ RESOLUTIONS = ((640, 480), (1280, 720))
 # estimate for this development machine: a Pi 4 4-9x, a Pi 5 about 3x).
 PI_SLOWDOWN = {"Pi 4": (4.0, 9.0), "Pi 5": (3.0, 3.0)}
 TARGET_LOOP_FPS = 300.0
+
+C = TypeVar("C")  # what a decoder returns per code read
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +78,7 @@ def _frames(visits: list[Visit], width: int, height: int, count: int, with_code:
                 frame = scene.read()
             except EOFError:
                 break
+            assert frame is not None  # a scene that is not realtime renders the next frame on every read
             visit = scene.truth(frame.index)
             if (visit is not None) == with_code:
                 frames.append(frame.grey.copy())
@@ -83,8 +86,8 @@ def _frames(visits: list[Visit], width: int, height: int, count: int, with_code:
     return frames, truths
 
 
-def _decode_timing(decode: Callable[[np.ndarray], list], frames: list[np.ndarray], truths: list[str | None],
-                   repeat: int, text_of: Callable[[object], str]) -> Timing:
+def _decode_timing(decode: Callable[[np.ndarray], Sequence[C]], frames: list[np.ndarray], truths: list[str | None],
+                   repeat: int, text_of: Callable[[C], str]) -> Timing:
     samples = time_each(decode, frames, repeat)
     decoded = None
     if truths and truths[0] is not None:
@@ -126,10 +129,10 @@ class _StreamClock(SystemClock):
 # -- threads -------------------------------------------------------------------------------------
 
 
-def _threads_section(frames: list[np.ndarray], out: Callable[[str], None]) -> dict:
+def _threads_section(frames: list[np.ndarray], out: Callable[[str], None]) -> dict[str, object]:
     """zxing-cpp on 1 and 2 threads (does it release the GIL?), then the parallel decoder's
     throughput and latency at 1..N workers on the hard stream."""
-    results: dict = {}
+    results: dict[str, object] = {}
     zxing = ZxingDecoder()
 
     def work(count: int) -> None:
@@ -199,15 +202,19 @@ SECTIONS = ("sizes", "photos", "revocation", "uplink")
 
 
 def run_bench(*, frames_per_case: int = 60, repeat: int = 3, out: Callable[[str], None] = print,
-              visits_per_category: int = 5, sections: Sequence[str] = SECTIONS) -> dict:
-    results: dict = {"decode": {}, "stages": {}, "pipeline": {}}
+              visits_per_category: int = 5, sections: Sequence[str] = SECTIONS) -> dict[str, object]:
+    decode_results: dict[str, dict[str, dict[str, float | None]]] = {}  # case -> decoder -> figure
+    stages: dict[str, dict[str, float]] = {}
+    loops: dict[str, dict[str, float]] = {}  # "easy" and "hard" stream -> figure
+    pipeline: dict[str, object] = {}  # the loops, and the easy one's figures at the top (see below)
+    results: dict[str, object] = {"decode": decode_results, "stages": stages, "pipeline": pipeline}
     now = time.time()
     cpu_start = time.process_time()
     with tempfile.TemporaryDirectory(prefix="qrgate-bench-") as tmp:
         payloads, trust = _sample_passes(now, Path(tmp) / "trust")
         visits = [Visit(p, dwell_s=1.0, gap_s=0.8, medium="paper" if i % 3 == 2 else "phone")
                   for i, p in enumerate(payloads)]
-        decoders = {
+        decoders: dict[str, Decoder] = {
             "zxing": ZxingDecoder(),
             "zbar": ZbarDecoder(),
             "opencv": OpenCvDecoder(),
@@ -228,7 +235,7 @@ def run_bench(*, frames_per_case: int = 60, repeat: int = 3, out: Callable[[str]
                 base = _decode_timing(naive, rgb_frames, truths, repeat, lambda s: s.data.decode("utf-8", "replace"))
                 rows = {name: _decode_timing(d.decode, frames, truths, repeat, lambda c: c.text) for name, d in decoders.items()}
                 rows["naive baseline"] = base
-                results["decode"][case] = {
+                decode_results[case] = {
                     name: {"mean_ms": t.mean_ms, "median_ms": t.median_ms, "fps": t.fps, "read": t.decoded}
                     for name, t in rows.items()}
                 for name, timing in rows.items():
@@ -238,19 +245,20 @@ def run_bench(*, frames_per_case: int = 60, repeat: int = 3, out: Callable[[str]
         out("   cascade: zxing-cpp, and the repair ladder only on a QR it located but could not read")
         out("")
 
-        results["categories"] = category_section(category_payloads(), visits_per_category, repeat, out)
-        results["targets"] = targets_section(results["categories"], out)
+        categories = category_section(category_payloads(), visits_per_category, repeat, out)
+        results["categories"] = categories
+        results["targets"] = targets_section(categories, out)
         results.update(run_sections([name for name in ("sizes", "photos") if name in sections], repeat, out))
 
         verifier = PassVerifier(trust)
         verify_ms = time_each(lambda text: verifier.verify(text, now), payloads, repeat * 5)
         decider = Decider()
         keys = [payload_key(p) for p in payloads]
-        clock = [0.0]
+        decide_time = [0.0]
 
         def decide(key: bytes) -> None:
-            clock[0] += 0.033
-            decider.observe(key, clock[0])
+            decide_time[0] += 0.033
+            decider.observe(key, decide_time[0])
 
         decide_ms = time_each(decide, keys * 20, repeat)
         device = DeviceConfig()
@@ -268,7 +276,7 @@ def run_bench(*, frames_per_case: int = 60, repeat: int = 3, out: Callable[[str]
         out(f"{'stage':12} {'mean ms':>8} {'median':>8}   (per presentation, once per code shown)")
         for name, samples in (("verify", verify_ms), ("decide", decide_ms), ("persist", persist_ms)):
             out(f"{name:12} {statistics.fmean(samples):8.3f} {statistics.median(samples):8.3f}")
-            results["stages"][name] = {"mean_ms": statistics.fmean(samples), "median_ms": statistics.median(samples)}
+            stages[name] = {"mean_ms": statistics.fmean(samples), "median_ms": statistics.median(samples)}
         out("   verify: PassVerifier over the demo's passes (HC1 PS256/ES256, QG1 Ed25519/ES256, invalid ones)")
         out("   persist: SQLite outbox append, WAL + synchronous=FULL (an fsync per event; depends on the disk)")
         out("")
@@ -281,34 +289,35 @@ def run_bench(*, frames_per_case: int = 60, repeat: int = 3, out: Callable[[str]
                 for k, category in enumerate(CATEGORIES)]
         for label, script, seed in (("easy", visits, 5), ("hard", hard, 6)):
             rendered, _ = stream(script, width, height, seed)
-            frames = [Frame(grey, index / 30.0, index) for index, grey in enumerate(rendered)]
+            loop_frames = [Frame(grey, index / 30.0, index) for index, grey in enumerate(rendered)]
             pipeline_outbox = Outbox(Path(tmp) / f"pipeline-{label}.sqlite")
             clock = _StreamClock()
             gate = Gate(decoder=build_pipeline(), verifier=verifier, decider=Decider(), outbox=pipeline_outbox,
                         show=_NullFeedback().show, device=device, clock=clock, measure_latency=True)
             cpu = time.process_time()
             start = time.perf_counter()
-            for frame in frames:
+            for frame in loop_frames:
                 clock.captured(frame.captured_at)
                 gate.process(frame)
             elapsed = time.perf_counter() - start
-            cpu_ms = (time.process_time() - cpu) * 1000.0 / len(frames)
+            cpu_ms = (time.process_time() - cpu) * 1000.0 / len(loop_frames)
             pipeline_outbox.close()
-            fps = len(frames) / elapsed
+            fps = len(loop_frames) / elapsed
             latencies = list(gate.stats.latencies_s)
             p50, p99 = percentile(latencies, 50) * 1000, percentile(latencies, 99) * 1000
-            results["pipeline"][label] = {
-                "frames": len(frames), "seconds": elapsed, "fps": fps, "cpu_ms_per_frame": cpu_ms,
+            pipeline[label] = loops[label] = {
+                "frames": len(loop_frames), "seconds": elapsed, "fps": fps, "cpu_ms_per_frame": cpu_ms,
                 "presentations": gate.stats.presentations, "accepted": gate.stats.accepted,
                 "rejected": gate.stats.rejected, "latency_p50_ms": p50, "latency_p99_ms": p99}
-            out(f"whole loop, {width}x{height} {label} synthetic stream of {len(script)} visitors: {len(frames)} frames in "
-                f"{elapsed:.2f} s = {fps:.0f} frames/s [{met(fps >= TARGET_LOOP_FPS)}: >= {TARGET_LOOP_FPS:.0f}]; "
+            out(f"whole loop, {width}x{height} {label} synthetic stream of {len(script)} visitors: "
+                f"{len(loop_frames)} frames in {elapsed:.2f} s = {fps:.0f} frames/s "
+                f"[{met(fps >= TARGET_LOOP_FPS)}: >= {TARGET_LOOP_FPS:.0f}]; "
                 f"CPU {cpu_ms:.3f} ms/frame; {gate.stats.presentations} events stored, "
                 f"{gate.stats.accepted} accepted / {gate.stats.rejected} rejected shown")
             out(f"   frame-to-LED latency per presentation: p50 {p50:.2f} ms, p99 {p99:.2f} ms over "
                 f"{len(latencies)} presentations (the frame handed over to feedback shown; a live camera "
                 "adds its exposure and the wait in the frame slot)")
-        results["pipeline"].update(results["pipeline"]["easy"])  # the keys earlier versions printed
+        pipeline.update(loops["easy"])  # the keys earlier versions printed
         out("")
 
         results["threads"] = _threads_section(stream(hard, width, height, 6)[0], out)
@@ -318,30 +327,32 @@ def run_bench(*, frames_per_case: int = 60, repeat: int = 3, out: Callable[[str]
         out(f"bench process: CPU {time.process_time() - cpu_start:.1f} s, peak RSS {peak_mib:.0f} MiB "
             "(frames for every section held in memory at once; the daemon holds a handful)")
         out("")
-        _projection_section(results, out)
+        results["projections"] = _projection_section(categories["totals"], loops["hard"], out)
     return results
 
 
-def _projection_section(results: dict, out: Callable[[str], None]) -> None:
-    """Per-frame figures scaled by how much slower a Pi's core is (PI_SLOWDOWN)."""
-    totals = results["categories"]["totals"]
-    loop = results["pipeline"]["hard"]
+def _projection_section(totals: dict[str, dict[str, float]], loop: dict[str, float],
+                        out: Callable[[str], None]) -> dict[str, dict[str, list[float]]]:
+    """Per-frame figures scaled by how much slower a Pi's core is (PI_SLOWDOWN): ``totals`` of the
+    scene categories, ``loop`` the whole loop on the hard stream."""
     out("projected for a Raspberry Pi (this machine's figures x the slowdown; one core unless said):")
-    projections = {}
+    projections: dict[str, dict[str, list[float]]] = {}
     for board, (low, high) in PI_SLOWDOWN.items():
-        span = (lambda v: f"{v * low:.2f}") if low == high else (lambda v: f"{v * low:.2f}-{v * high:.2f}")
+        def span(v: float, low: float = low, high: float = high) -> str:
+            return f"{v * low:.2f}" if low == high else f"{v * low:.2f}-{v * high:.2f}"
+
         fps_span = f"{loop['fps'] / low:.0f}" if low == high else f"{loop['fps'] / high:.0f}-{loop['fps'] / low:.0f}"
         out(f"  {board} ({low:g}x{'' if low == high else f'-{high:g}x'}): empty frame {span(totals['pipeline']['empty_mean_ms'])} ms "
             f"(zxing bare {span(totals['zxing']['empty_mean_ms'])}), code frame median {span(totals['pipeline']['code_median_ms'])} ms, "
             f"mean {span(totals['pipeline']['code_mean_ms'])} ms; hard-stream loop {fps_span} frames/s, "
             f"CPU {span(loop['cpu_ms_per_frame'])} ms/frame")
         projections[board] = {"slowdown": [low, high]}
-    results["projections"] = projections
+    return projections
 
 
-def run_sections(names: Sequence[str], repeat: int, out: Callable[[str], None]) -> dict:
+def run_sections(names: Sequence[str], repeat: int, out: Callable[[str], None]) -> dict[str, object]:
     """The optional sections ``names`` (of SECTIONS), each imported only when it runs."""
-    results: dict = {}
+    results: dict[str, object] = {}
     for name in names:
         out("")
         if name == "sizes":

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
+from typing import TypedDict
 
 import cv2
 
+from ..decoding.cascade import CascadeDecoder
 from ..decoding.factory import build_decoder
 from ..decoding.opencv import OpenCvDecoder
 from ..decoding.zbar import ZbarDecoder
@@ -23,14 +25,25 @@ TARGET_HARD_GAIN = 0.05  # decode rate above zxing alone on each hard category
 TARGET_MEDIAN_VS_ZXING = 2.0  # median time on code frames, at most this times zxing's
 
 
+class CategoryResults(TypedDict):
+    categories: dict[str, dict[str, dict[str, float]]]  # category -> decoder -> figure ("read", "median_ms", ...)
+    totals: dict[str, dict[str, float]]  # decoder (and "naive") -> figure over every category
+
+
+class TargetCheck(TypedDict):
+    value: float
+    met: bool
+
+
 def category_section(payloads: list[str], visits_per_category: int, repeat: int,
-                     out: Callable[[str], None]) -> dict:
+                     out: Callable[[str], None]) -> CategoryResults:
     zxing, zbar, opencv = ZxingDecoder(), ZbarDecoder(), OpenCvDecoder()
     cascade = build_decoder()
+    assert isinstance(cascade, CascadeDecoder)  # zxing with repair, as build_decoder's defaults say
     naive = naive_baseline()
     names = ("zxing", "zbar", "opencv", "cascade", "pipeline")
-    results: dict = {"categories": {}, "totals": {}}
-    totals: dict[str, dict[str, list]] = {name: {"code_ms": [], "empty_ms": [], "read": []} for name in names}
+    results: CategoryResults = {"categories": {}, "totals": {}}
+    totals: dict[str, dict[str, list[float]]] = {name: {"code_ms": [], "empty_ms": [], "read": []} for name in names}
     naive_empty: list[float] = []
     out(f"decode rate per scene category, 640x480, {visits_per_category} visits each (1.0 s code, 0.8 s empty); "
         "median ms on code frames; 'pipeline' runs in stream order (presence gate, tracking, cascade)")
@@ -51,7 +64,7 @@ def category_section(payloads: list[str], visits_per_category: int, repeat: int,
         coded = [n for n, t in enumerate(truths) if t is not None]
         rgb = [cv2.cvtColor(frames[n], cv2.COLOR_GRAY2RGB) for n in empty[::4]]
         naive_empty.extend(time_each(naive, rgb, 1))
-        row = {}
+        row: dict[str, dict[str, float]] = {}
         cells = []
         for name, run in runs.items():
             rate = sum(run.read[n] for n in coded) / len(coded)
@@ -83,10 +96,10 @@ def category_section(payloads: list[str], visits_per_category: int, repeat: int,
     return results
 
 
-def targets_section(by_category: dict, out: Callable[[str], None]) -> dict:
+def targets_section(by_category: CategoryResults, out: Callable[[str], None]) -> dict[str, TargetCheck]:
     totals, categories = by_category["totals"], by_category["categories"]
     pipe, zx = totals["pipeline"], totals["zxing"]
-    checks: dict[str, dict] = {}
+    checks: dict[str, TargetCheck] = {}
 
     def check(name: str, text: str, value: float, ok: bool) -> None:
         checks[name] = {"value": value, "met": ok}

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 import zxingcpp
 
+from ..decoding.base import DecodedCode
 from ..decoding.factory import build_decoder, build_photo_decoder
 from .bench_sizes import TARGET_GAIN_POINTS, TARGET_WORST_CONDITION_POINTS
 
@@ -84,8 +85,8 @@ def _met(ok: bool) -> str:
     return "MET" if ok else "NOT MET"
 
 
-def view_section(view: str, photos: list[Photo], chains: dict[str, Callable[[np.ndarray], list]],
-                 out: Callable[[str], None]) -> dict:
+def view_section(view: str, photos: list[Photo], chains: Mapping[str, Callable[[np.ndarray], list[DecodedCode]]],
+                 out: Callable[[str], None]) -> dict[str, object]:
     images = [VIEWS[view](photo.grey) for photo in photos]
     read: dict[str, list[bool]] = {}
     ms: dict[str, list[float]] = {}
@@ -105,7 +106,8 @@ def view_section(view: str, photos: list[Photo], chains: dict[str, Callable[[np.
         hits = [r for r, photo in zip(read[name], photos) if condition is None or photo.condition == condition]
         return 100.0 * statistics.fmean(hits)
 
-    result: dict = {"photos": len(photos), "chains": {}}
+    chain_results: dict[str, dict[str, object]] = {}
+    result: dict[str, object] = {"photos": len(photos), "chains": chain_results}
     def row(label: str, name: str) -> str:
         cells = "  ".join(f"{c[-1]}:{rate(name, c):3.0f}" for c in conditions)
         mean = statistics.fmean(rate(name, c) for c in conditions)
@@ -128,14 +130,14 @@ def view_section(view: str, photos: list[Photo], chains: dict[str, Callable[[np.
             + f"; [{_met(checks['pooled']):7}] pooled {pooled_gain:+.1f}; [{_met(checks['mean']):7}] mean "
             f"{mean_gain:+.1f}; [{_met(checks['worst_condition']):7}] worst condition {worst} {worst_gap:+.1f} "
             f"(targets +{TARGET_GAIN_POINTS:.0f}, +{TARGET_GAIN_POINTS:.0f}, >= {TARGET_WORST_CONDITION_POINTS:+.0f})")
-        result["chains"][name] = {"read": sum(read[name]), "pooled_gain": pooled_gain, "mean_gain": mean_gain,
+        chain_results[name] = {"read": sum(read[name]), "pooled_gain": pooled_gain, "mean_gain": mean_gain,
                                   "worst_condition": [worst, worst_gap], "missed_of_bare": missed,
                                   "median_ms": statistics.median(ms[name]), "targets": checks}
     result["bare"] = {"read": sum(read["bare"]), "median_ms": statistics.median(ms["bare"])}
     return result
 
 
-def bench_photos(*, root: Path = PHOTOS, out: Callable[[str], None] = print) -> dict:
+def bench_photos(*, root: Path = PHOTOS, out: Callable[[str], None] = print) -> dict[str, object]:
     photos = load_photos(root) if root.is_dir() else []
     if not photos:
         out(f"real photos: none found at {root} (the shared/ checkout next to the repository); section skipped")
@@ -144,6 +146,6 @@ def bench_photos(*, root: Path = PHOTOS, out: Callable[[str], None] = print) -> 
         "photos read (expected text among the codes), per condition 1-6")
     gate, scan = build_decoder(), build_photo_decoder()
     chains = {"gate": gate.decode, "scan": scan.decode}
-    results = {view: view_section(view, photos, chains, out) for view in VIEWS}
+    results: dict[str, object] = {view: view_section(view, photos, chains, out) for view in VIEWS}
     out("")
     return results

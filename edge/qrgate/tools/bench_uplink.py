@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Required, TypedDict
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -44,6 +45,38 @@ WEAR_EVENTS = 300
 PUBACK_ROUND = 20  # the default mqtt.max_inflight: PUBACKs of a draining backlog are recorded this many at a time
 LIMITED_RATE = 1000.0  # events/s for the rate-limited drain: high enough to finish in seconds
 _WEAR_MODES = ("open", "append", "puback-1", f"puback-{PUBACK_ROUND}", "e2e-1", f"e2e-{PUBACK_ROUND}")
+
+
+class WearResults(TypedDict):
+    events: int
+    strace: bool  # whether fsync/fdatasync calls were counted
+    per_event: dict[str, dict[str, float | None]]  # workload -> "syncs" (None: not counted), "wchar", "write_bytes"
+
+
+class DrainOptions(TypedDict, total=False):
+    """How one drain runs: ``_drain``'s keyword arguments."""
+
+    rate: Required[float | None]
+    end_to_end: Required[bool]
+    consumer_first: bool
+    ack_timeout_s: float
+    probe_after: int
+
+
+class DrainFigures(TypedDict, total=False):
+    """What one drain measured (seconds from the broker's start)."""
+
+    events: Required[int]
+    live_latency_s: float  # with probe_after: the live check-in's way to the subscriber
+    live_behind_s: float | None  # ... and how long it would have waited behind the backlog (None: no rate)
+    first_event_s: float
+    delivered_s: float
+    received_s: float
+    events_per_s: float
+    duplicates: int
+    resent: int
+    consumer_stored: int  # with end-to-end acks
+    consumer_duplicates: int
 
 
 def _event(seq: int) -> wire.CheckinEvent:
@@ -89,7 +122,8 @@ def wear_workload(path: str, mode: str, count: int) -> dict[str, dict[str, int]]
     return phases
 
 
-def _run_wear_child(directory: Path, mode: str, count: int, strace: str | None) -> tuple[dict, dict[str, int] | None]:
+def _run_wear_child(directory: Path, mode: str, count: int,
+                    strace: str | None) -> tuple[dict[str, dict[str, int]], dict[str, int] | None]:
     database = directory / f"wear-{mode}.sqlite"
     code = ("import json, sys; from qrgate.tools.bench_uplink import wear_workload; "
             "print(json.dumps(wear_workload(sys.argv[1], sys.argv[2], int(sys.argv[3]))))")
@@ -105,10 +139,11 @@ def _run_wear_child(directory: Path, mode: str, count: int, strace: str | None) 
             match = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(fsync|fdatasync)\s*$", line)
             if match:
                 calls[match.group(2)] = int(match.group(1))
-    return json.loads(result.stdout), calls
+    phases: dict[str, dict[str, int]] = json.loads(result.stdout)  # what wear_workload returned
+    return phases, calls
 
 
-def outbox_wear(directory: Path, out: Callable[[str], None], count: int = WEAR_EVENTS) -> dict:
+def outbox_wear(directory: Path, out: Callable[[str], None], count: int = WEAR_EVENTS) -> WearResults:
     strace = shutil.which("strace")
     runs = {mode: _run_wear_child(directory, mode, count, strace) for mode in _WEAR_MODES}
     syncs = {mode: (None if calls is None else calls["fsync"] + calls["fdatasync"]) for mode, (_, calls) in runs.items()}
@@ -116,16 +151,21 @@ def outbox_wear(directory: Path, out: Callable[[str], None], count: int = WEAR_E
     def per_event(phase_of: str, phase: str, key: str) -> float:
         return runs[phase_of][0][phase][key] / count
 
+    def syncs_per_event(mode: str, before: str) -> float | None:
+        """fsync+fdatasync calls per event of ``mode`` beyond those of workload ``before``; None: not counted."""
+        calls, baseline = syncs[mode], syncs[before]
+        return None if calls is None or baseline is None else (calls - baseline) / count
+
     rows: dict[str, dict[str, float | None]] = {}
     rows["append: store a check-in"] = {
-        "syncs": None if syncs["append"] is None else (syncs["append"] - syncs["open"]) / count,
+        "syncs": syncs_per_event("append", "open"),
         "wchar": per_event("append", "append", "wchar"), "write_bytes": per_event("append", "append", "write_bytes"),
     }
     for kind, label in (("puback", "deliver: PUBACK"), ("e2e", "deliver: e2e (PUBACK + ack)")):
         for size in (1, PUBACK_ROUND):
             mode = f"{kind}-{size}"
             rows[f"{label}, {size}/transaction"] = {
-                "syncs": None if syncs[mode] is None else (syncs[mode] - syncs["append"]) / count,
+                "syncs": syncs_per_event(mode, "append"),
                 "wchar": per_event(mode, "deliver", "wchar"), "write_bytes": per_event(mode, "deliver", "write_bytes"),
             }
     out(f"outbox wear per event ({count} events; fsync+fdatasync counted by "
@@ -152,11 +192,11 @@ class _Arrivals:
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-far-end", protocol=mqtt.MQTTv5)
-        self._client.reconnect_delay_set(0.05, 0.2)  # type: ignore[arg-type]  (seconds; floats work)
+        self._client.reconnect_delay_set(0.05, 0.2)  # type: ignore[arg-type]  # paho annotates int seconds; floats work
         self._client.on_connect = lambda client, *_: client.subscribe(wire.ALL_CHECKINS, qos=wire.QOS)
         self._client.on_subscribe = lambda *_: self._subscribed.set()
         self._client.on_message = self._on_message
-        properties = Properties(PacketTypes.CONNECT)
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho leaves it unannotated
         properties.SessionExpiryInterval = 3600
         self._client.connect(broker.host, broker.port, clean_start=False, properties=properties)
         self._client.loop_start()
@@ -189,7 +229,7 @@ def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> float:
 
 
 def _drain(seed: Path, workdir: Path, *, rate: float | None, end_to_end: bool, consumer_first: bool = True,
-           ack_timeout_s: float = 30.0, probe_after: int | None = None) -> dict:
+           ack_timeout_s: float = 30.0, probe_after: int | None = None) -> DrainFigures:
     """Deliver the backlog in ``seed`` from the moment the broker starts; optionally store a live
     check-in once ``probe_after`` events have arrived and time its way to the subscriber.
 
@@ -206,7 +246,8 @@ def _drain(seed: Path, workdir: Path, *, rate: float | None, end_to_end: bool, c
     broker = MosquittoBroker(workdir / "broker", persistence=True, extra_config="max_queued_messages 0")
     broker.start()
     arrivals = _Arrivals(broker)
-    store = consumer = None
+    store: SqliteStore | None = None
+    consumer: Consumer | None = None
     if end_to_end:
         store = SqliteStore(workdir / "province.sqlite")
         consumer = Consumer(store, host=broker.host, port=broker.port, client_id="bench-consumer").start()
@@ -217,7 +258,7 @@ def _drain(seed: Path, workdir: Path, *, rate: float | None, end_to_end: bool, c
     link = MqttConfig(host=broker.host, port=broker.port, tls=False, reconnect_min_s=0.05, reconnect_max_s=0.2,
                       end_to_end_ack=end_to_end, ack_timeout_s=ack_timeout_s, max_backlog_rate=rate or 0)
     uplink = Uplink(outbox, link, device_id=DEVICE_ID)
-    result: dict[str, float | int | None] = {"events": total}
+    result: DrainFigures = {"events": total}
     try:
         if consumer is None or not consumer_first:
             uplink.start()
@@ -235,22 +276,25 @@ def _drain(seed: Path, workdir: Path, *, rate: float | None, end_to_end: bool, c
             uplink.wake()
             _wait(lambda: live.event_id in arrivals.first_seen, 60, "the live check-in")
             behind = total - probe_after
-            result.update(live_latency_s=arrivals.first_seen[live.event_id] - checked_in_at,
-                          live_behind_s=behind / rate if rate else None)
+            result["live_latency_s"] = arrivals.first_seen[live.event_id] - checked_in_at
+            result["live_behind_s"] = behind / rate if rate else None
             total += 1
         delivered = _wait(lambda: outbox.pending_count() == 0, 600, "the outbox to empty") - started
         received = _wait(lambda: arrivals.unique() == total, 60, "every event at the subscriber") - started
-        result.update(first_event_s=first, delivered_s=delivered, received_s=received,
-                      events_per_s=(total - 1) / max(received - first, 1e-9), duplicates=arrivals.messages - total,
-                      resent=uplink.stats.resent)
+        result["first_event_s"], result["delivered_s"], result["received_s"] = first, delivered, received
+        result["events_per_s"] = (total - 1) / max(received - first, 1e-9)
+        result["duplicates"] = arrivals.messages - total
+        result["resent"] = uplink.stats.resent
         if consumer is not None:
-            result.update(consumer_stored=consumer.stats.stored, consumer_duplicates=consumer.stats.duplicates)
+            result["consumer_stored"] = consumer.stats.stored
+            result["consumer_duplicates"] = consumer.stats.duplicates
     finally:
         uplink.stop(flush_timeout_s=1)
         outbox.close()
         arrivals.close()
         if consumer is not None:
             consumer.stop()
+        if store is not None:
             store.close()
         broker.stop()
     return result
@@ -265,7 +309,7 @@ def _build_backlog(path: Path, count: int) -> float:
         return count / (time.perf_counter() - started)
 
 
-def bench_uplink(*, backlog: int = 10_000, out: Callable[[str], None] = print) -> dict:
+def bench_uplink(*, backlog: int = 10_000, out: Callable[[str], None] = print) -> dict[str, object]:
     """Outbox wear and backlog drain figures; each printed with its baseline."""
     from ..config import MqttConfig
 
@@ -281,8 +325,8 @@ def bench_uplink(*, backlog: int = 10_000, out: Callable[[str], None] = print) -
             logger.setLevel(level)
 
 
-def _bench(backlog: int, out: Callable[[str], None], default_rate: float | None) -> dict:
-    results: dict = {}
+def _bench(backlog: int, out: Callable[[str], None], default_rate: float | None) -> dict[str, object]:
+    results: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="qrgate-bench-uplink-") as tmp:
         root = Path(tmp)
         results["wear"] = outbox_wear(root, out)
@@ -296,16 +340,18 @@ def _bench(backlog: int, out: Callable[[str], None], default_rate: float | None)
         out(header)
         out("-" * len(header))
         cases = (
-            ("PUBACK = delivered", dict(rate=None, end_to_end=False)),
-            ("PUBACK, rate-limited", dict(rate=LIMITED_RATE, end_to_end=False, probe_after=backlog // 10)),
-            ("e2e acks, consumer back 1st", dict(rate=None, end_to_end=True)),
-            ("e2e acks, gate back 1st", dict(rate=None, end_to_end=True, consumer_first=False, ack_timeout_s=5.0)),
+            ("PUBACK = delivered", DrainOptions(rate=None, end_to_end=False)),
+            ("PUBACK, rate-limited", DrainOptions(rate=LIMITED_RATE, end_to_end=False, probe_after=backlog // 10)),
+            ("e2e acks, consumer back 1st", DrainOptions(rate=None, end_to_end=True)),
+            ("e2e acks, gate back 1st",
+             DrainOptions(rate=None, end_to_end=True, consumer_first=False, ack_timeout_s=5.0)),
         )
-        results["drain"] = {}
+        drains: dict[str, dict[str, object]] = {}
+        results["drain"] = drains
         for n, (label, options) in enumerate(cases):
-            figures = _drain(seed, root / f"drain-{n}", **options)  # type: ignore[arg-type]
+            figures = _drain(seed, root / f"drain-{n}", **options)
             rate = options["rate"]
-            results["drain"][label] = {**options, **figures}
+            drains[label] = {**options, **figures}
             versus = f"{figures['events_per_s'] / rate:8.0%}" if rate else "-"
             out(f"{label:28} {rate or '-':>8} {figures['first_event_s']:6.2f}s {figures['delivered_s']:7.2f}s "
                 f"{figures['received_s']:7.2f}s {figures['events_per_s']:9.0f} {versus:>9} {figures['duplicates']:5d}")

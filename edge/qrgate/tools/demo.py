@@ -17,11 +17,15 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 import paho.mqtt.client as mqtt
 from gpiozero.pins.mock import MockFactory
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
@@ -32,7 +36,7 @@ from .. import wire
 from ..config import GateConfig
 from ..decision import Action
 from ..feedback import Outcome
-from ..frames.synthetic import SyntheticGate, Visit
+from ..frames.synthetic import Medium, SyntheticGate, Visit
 from ..gate import Presentation
 from ..service import GateService
 from .broker import MosquittoBroker
@@ -47,19 +51,21 @@ class DemoVisitor:
     label: str  # what the visitor holds, for the display; never a name
     payload: str
     expected: str  # the verdict reason the gate should show
-    medium: str = "phone"
+    medium: Medium = "phone"
 
 
 def demo_visitors(trust_dir: Path, now: float) -> list[DemoVisitor]:
     """Mint a demo issuer and write its trust anchors into ``trust_dir``; return the visitor queue."""
     from cryptography.hazmat.primitives import serialization
+
     from qrgate_provisioning.dcc_test_issuer import dcc_rule_cases, dcc_test_set
-    from qrgate_provisioning.keys import new_issuer_key, trust_entry, trust_file
+    from qrgate_provisioning.keys import IssuerKey, new_issuer_key, trust_entry, trust_file
     from qrgate_provisioning.mint import mint_qrgate_pass
 
     trust_dir.mkdir(parents=True, exist_ok=True)
     dcc = dcc_test_set(now)
     for issuer in dcc.trusted:
+        assert issuer.certificate is not None  # a DCC issuer signs with a certificate
         name = f"dcc-{issuer.alg.lower()}-{issuer.kid.hex()}.pem"
         (trust_dir / name).write_bytes(issuer.certificate.public_bytes(serialization.Encoding.PEM))
     province_ed = new_issuer_key("VN-DEMO", "EdDSA")
@@ -70,7 +76,7 @@ def demo_visitors(trust_dir: Path, now: float) -> list[DemoVisitor]:
     )
     iat, exp = int(now) - 3600, int(now) + 30 * DAY_S
 
-    def qrgate_pass(key, pass_number: int, initials: str) -> str:
+    def qrgate_pass(key: IssuerKey, pass_number: int, initials: str) -> str:
         return mint_qrgate_pass(
             key, key.issuer, pass_id=pass_number.to_bytes(8, "big"),
             subject_id=base64.b32encode(pass_number.to_bytes(10, "big")).decode().rstrip("="),
@@ -106,7 +112,7 @@ class EventSubscriber:
         self.order: deque[wire.CheckinEvent] = deque(maxlen=12)
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="qrgate-demo-backend",
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="qrgate-demo-backend",
                                    protocol=mqtt.MQTTv5)
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = lambda *args: self._subscribed.set()
@@ -116,11 +122,12 @@ class EventSubscriber:
         if not self._subscribed.wait(10):
             raise TimeoutError("the demo subscriber could not subscribe to the local broker")
 
-    def _on_connect(self, client, _userdata, _flags, reason, _props) -> None:
+    def _on_connect(self, client: mqtt.Client, _userdata: object, _flags: object, reason: ReasonCode,
+                    _props: object) -> None:
         client.subscribe(wire.ALL_CHECKINS, qos=1)
 
-    def _on_message(self, _client, _userdata, message) -> None:
-        event = wire.CheckinEvent.from_json(message.payload)
+    def _on_message(self, _client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
+        event = wire.CheckinEvent.from_json(bytes(message.payload))  # paho types it bytes | bytearray
         with self._lock:
             self.received += 1
             if event.event_id not in self.events:
@@ -146,12 +153,26 @@ class EventSubscriber:
 class DemoLog:
     """What the display shows; written by the capture loop's observer, read by the renderer."""
 
-    lines: deque = field(default_factory=lambda: deque(maxlen=12))
+    lines: deque[str] = field(default_factory=lambda: deque(maxlen=12))
     mismatches: list[str] = field(default_factory=list)
 
 
+class DemoSummary(TypedDict):
+    visitors: int
+    presentations: int
+    accepted: int
+    rejected: int
+    events_stored: int
+    events_published: int
+    events_received: int
+    duplicates_received: int
+    lost: int
+    mismatches: list[str]  # visitors whose verdict was not the expected one
+    seconds: float
+
+
 def run_demo(*, headless: bool, as_json: bool, camera: str = "synthetic", realtime: bool | None = None,
-             console: Console | None = None) -> dict:
+             console: Console | None = None) -> DemoSummary:
     """Run the whole demo and return its summary."""
     console = console or Console()
     interactive = not headless and console.is_terminal
@@ -167,7 +188,7 @@ def run_demo(*, headless: bool, as_json: bool, camera: str = "synthetic", realti
 
 
 def _run_with_broker(broker: MosquittoBroker, root: Path, *, headless: bool, as_json: bool, camera: str,
-                     realtime: bool, interactive: bool, console: Console) -> dict:
+                     realtime: bool, interactive: bool, console: Console) -> DemoSummary:
     now = time.time()
     visitors = demo_visitors(root / "trust", now)
     config = GateConfig.model_validate({
@@ -183,7 +204,7 @@ def _run_with_broker(broker: MosquittoBroker, root: Path, *, headless: bool, as_
         "service": {"stop_flush_s": 10.0},
     })
     log = DemoLog()
-    source = None
+    source: SyntheticGate | None = None
     if camera == "synthetic":
         source = SyntheticGate(
             [Visit(v.payload, medium=v.medium, dwell_s=1.5, gap_s=1.2) for v in visitors],
@@ -226,7 +247,7 @@ def _run_with_broker(broker: MosquittoBroker, root: Path, *, headless: bool, as_
     received = subscriber.wait_for(stored, timeout_s=10.0)
     duplicates = subscriber.received - received
     subscriber.close()
-    summary = {
+    summary: DemoSummary = {
         "visitors": len(visitors),
         "presentations": stats.presentations + stats.repeats,
         "accepted": stats.accepted + stats.identified,
@@ -283,11 +304,12 @@ class _LiveView:
         )
 
 
-def _print_summary(console: Console, summary: dict) -> None:
+def _print_summary(console: Console, summary: DemoSummary) -> None:
     table = Table(title="demo summary", show_header=False)
+    figures: Mapping[str, object] = summary  # read by name below
     for key in ("visitors", "presentations", "accepted", "rejected", "events_stored", "events_published", "events_received",
                 "duplicates_received", "lost", "seconds"):
-        table.add_row(key.replace("_", " "), str(summary[key]))
+        table.add_row(key.replace("_", " "), str(figures[key]))
     console.print(table)
     if summary["mismatches"]:
         console.print("[red]unexpected verdicts:[/red] " + "; ".join(summary["mismatches"]))
