@@ -57,15 +57,18 @@ class OutputPin(BaseModel):
         ge=1, le=40, description="Physical pin on the 40-pin J8 header that carries this GPIO; must match bcm."
     )
     active_low: bool = Field(
-        False, description="True when the part switches on with the pin LOW (most relay modules); LEDs and buzzer are active-high."
+        False, description="True when the part switches on with the pin LOW (most relay modules); LEDs and buzzer are "
+                           "active-high."
     )
-    part: str = Field("", description="What is connected, for the technician (part, series resistor, driver transistor).")
+    part: str = Field("", description="What is connected, for the technician (part, series resistor, driver "
+                                      "transistor).")
 
     @model_validator(mode="after")
-    def _header_matches_bcm(self) -> "OutputPin":
+    def _header_matches_bcm(self) -> OutputPin:
         expected = J8_PIN_OF_BCM[self.bcm]
         if self.header_pin != expected:
-            raise ValueError(f"header_pin {self.header_pin} does not carry GPIO{self.bcm} (BCM {self.bcm} is J8 pin {expected})")
+            raise ValueError(f"header_pin {self.header_pin} does not carry GPIO{self.bcm} (BCM {self.bcm} is J8 pin "
+                             f"{expected})")
         return self
 
 
@@ -79,10 +82,11 @@ class BoardProfile(BaseModel):
     green: OutputPin = Field(description="Green LED: the pass is accepted.")
     red: OutputPin = Field(description="Red LED: the code is rejected.")
     buzzer: OutputPin = Field(description="Active buzzer (on/off, its own oscillator), usually through a transistor.")
-    relay: OutputPin | None = Field(None, description="Optional relay for a door strike or turnstile; absent when not fitted.")
+    relay: OutputPin | None = Field(None, description="Optional relay for a door strike or turnstile; absent when not "
+                                                      "fitted.")
 
     @model_validator(mode="after")
-    def _each_pin_once(self) -> "BoardProfile":
+    def _each_pin_once(self) -> BoardProfile:
         users: dict[int, str] = {}
         for name in OUTPUT_NAMES:
             output = getattr(self, name)
@@ -127,7 +131,8 @@ def _resolve(name_or_path: str | Path) -> Path:
     if isinstance(name_or_path, Path) or "/" in text or text.endswith(".toml"):
         return Path(name_or_path)
     if not _PROFILE_NAME.match(text):
-        raise BoardProfileError(f"{text!r}: not a profile name (lower-case letters, digits, '-' and '_') nor a path to a .toml file")
+        raise BoardProfileError(f"{text!r}: not a profile name (lower-case letters, digits, '-' and '_') nor a path to "
+                                "a .toml file")
     return profiles_dir() / f"{text}.toml"
 
 
@@ -148,7 +153,8 @@ def load_board_profile(
     except FileNotFoundError:
         available = ", ".join(profile_names()) or "none"
         raise BoardProfileError(
-            f"{path}: no such board profile (available in {profiles_dir()}: {available}; set {HARDWARE_DIR_ENV} to look elsewhere)"
+            f"{path}: no such board profile (available in {profiles_dir()}: {available}; set {HARDWARE_DIR_ENV} to "
+            "look elsewhere)"
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise BoardProfileError(f"{path}: cannot read: {exc}") from None

@@ -66,7 +66,8 @@ class ClockSource(Protocol):
     def vouches(self) -> bool: ...
 
 
-RTC_PLAUSIBLE_FROM: Final = 1_735_689_600  # 2025-01-01 UTC: an RTC before this lost its coin cell (it resets to 2000 or 1970)
+# 2025-01-01 UTC: an RTC before this lost its coin cell (it resets to 2000 or 1970).
+RTC_PLAUSIBLE_FROM: Final = 1_735_689_600
 RTC_AGREEMENT_S: Final = 120.0  # Italy's DCC verifier wants the device within 2 minutes of true time
 
 
@@ -192,7 +193,8 @@ def chrony_tracking_synchronised(report: str) -> bool:
             fields[key.strip()] = value.strip()
     leap = fields.get("Leap status")
     reference = fields.get("Reference ID", "").split(" ", 1)[0].upper()
-    return leap in ("Normal", "Insert second", "Delete second") and reference not in ("", "00000000", CHRONY_LOCAL_REFERENCE)
+    return (leap in ("Normal", "Insert second", "Delete second")
+            and reference not in ("", "00000000", CHRONY_LOCAL_REFERENCE))
 
 
 class _Timex(ctypes.Structure):

@@ -2,19 +2,15 @@
 
 Unknown keys are errors (a misspelt key silently ignored is a gate that behaves differently from what
 the technician wrote); every field has a description and a default that suits a Raspberry Pi gate.
-``load_config`` reports every problem at once, each with the file, line and dotted key.
+Reading the file is config_file.py's: ``load_config`` reports every problem at once, each with the file, line
+and dotted key.
 """
 
 from __future__ import annotations
 
-import re
-import tomllib
-from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
-from .errors import ConfigError
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # MQTT topic levels must not contain '/', '+' or '#'; the device id is also a file name and an ACL user.
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -29,70 +25,87 @@ class _Section(BaseModel):
 
 class DeviceConfig(_Section):
     id: str = Field("gate-demo-01", pattern=_ID_PATTERN, description="Device id; also the MQTT client id and ACL user.")
-    site_id: str = Field("site-demo", pattern=_ID_PATTERN, description="Check-in point (bus station, market) this gate belongs to.")
-    gate: str = Field("main", min_length=1, max_length=64, description="Gate name within the site, e.g. 'north-entrance'.")
+    site_id: str = Field("site-demo", pattern=_ID_PATTERN,
+                         description="Check-in point (bus station, market) this gate belongs to.")
+    gate: str = Field("main", min_length=1, max_length=64,
+                      description="Gate name within the site, e.g. 'north-entrance'.")
     direction: Literal["in", "out"] = Field("in", description="Whether the gate checks people in or out.")
 
 
 class CameraConfig(_Section):
     source: Literal["picamera2", "usb", "files", "video", "synthetic"] = Field(
-        "synthetic", description="Where frames come from: the Pi camera, a USB/V4L2 camera, image files, a video file, or the synthetic gate scene."
+        "synthetic", description="Where frames come from: the Pi camera, a USB/V4L2 camera, image files, a video file, "
+                                 "or the synthetic gate scene."
     )
-    width: int = Field(640, ge=160, le=4096, description="Width of the grey image the decoder sees (the Pi camera's lores stream).")
+    width: int = Field(640, ge=160, le=4096, description="Width of the grey image the decoder sees (the Pi camera's "
+                                                         "lores stream).")
     height: int = Field(480, ge=120, le=3072, description="Height of the grey image the decoder sees.")
-    fps: float = Field(30.0, gt=0, le=240, description="Frames per second requested from the camera (synthetic: simulated rate).")
+    fps: float = Field(30.0, gt=0, le=240, description="Frames per second requested from the camera (synthetic: "
+                                                       "simulated rate).")
     max_exposure_us: int = Field(
         16_666, ge=100, le=1_000_000,
-        description="Longest frame duration the Pi camera may use, in microseconds; short exposures limit motion blur of a waving hand.",
+        description="Longest frame duration the Pi camera may use, in microseconds; short exposures limit motion blur "
+                    "of a waving hand.",
     )
     autofocus: bool = Field(True, description="Continuous fast autofocus when the camera has it (Camera Module 3).")
     usb_device: int | str = Field(0, description="V4L2 device index or path (e.g. /dev/video0) for source = 'usb'.")
     path: str | None = Field(None, description="Image directory or video file for source = 'files' / 'video'.")
-    loop: bool = Field(False, description="Start again at the end of a files/video/synthetic source instead of stopping.")
+    loop: bool = Field(False, description="Start again at the end of a files/video/synthetic source instead of "
+                                          "stopping.")
     seed: int = Field(7, description="Random seed of the synthetic scene.")
 
     @model_validator(mode="after")
-    def _path_needed(self) -> "CameraConfig":
+    def _path_needed(self) -> CameraConfig:
         if self.source in ("files", "video") and not self.path:
             raise ValueError(f"camera.path is required when camera.source = '{self.source}'")
         return self
 
 
 class DecoderConfig(_Section):
-    backend: Literal["zxing", "zbar"] = Field("zxing", description="Primary QR decoder: zxing-cpp (fast, default) or pyzbar.")
+    backend: Literal["zxing", "zbar"] = Field("zxing", description="Primary QR decoder: zxing-cpp (fast, default) or "
+                                                                   "pyzbar.")
     fallback: Literal["zxing", "zbar", "none"] = Field(
         "zbar", description="Decoder tried only when the primary sees a QR it cannot read; \"none\" disables it."
     )
-    try_rotate: bool = Field(False, description="Also try 90/270-degree rotations (slower; QR is rotation-invariant already).")
+    try_rotate: bool = Field(False, description="Also try 90/270-degree rotations (slower; QR is rotation-invariant "
+                                                "already).")
     # On since issue 10: a phone held close fills the frame (try_downscale) and dark-mode screens are light on dark
     # (try_invert); measured in docs/performance.md, where the bench ran with them on while this said off.
-    try_invert: bool = Field(True, description="Also read inverted (light-on-dark) codes: phones in dark mode, some posters.")
+    try_invert: bool = Field(True, description="Also read inverted (light-on-dark) codes: phones in dark mode, some "
+                                               "posters.")
     try_downscale: bool = Field(
-        True, description="Also read the frame shrunk (1/3, 1/9...): a code filling the frame, a phone held close to the camera."
+        True, description="Also read the frame shrunk (1/3, 1/9...): a code filling the frame, a phone held close to "
+                          "the camera."
     )
     repair: bool = Field(
-        True, description="On a QR zxing-cpp locates but cannot read, retry its region with image fixes and the other decoders (the repair ladder)."
+        True, description="On a QR zxing-cpp locates but cannot read, retry its region with image fixes and the other "
+                          "decoders (the repair ladder)."
     )
     max_repairs: int = Field(
         6, ge=0, le=LADDER_RUNGS,
-        description="Most ladder rungs tried per region; a region no rung reads costs about 11 ms here, 45-100 ms on a Pi 4. "
+        description="Most ladder rungs tried per region; a region no rung reads costs about 11 ms here, 45-100 ms on a "
+                    "Pi 4. "
         "3 keeps 234 of 280 rescues at about 3 ms.",
     )
     presence_gate: bool = Field(
-        True, description="Skip frames where the scene has not changed and nothing QR-like was seen; never the first frame showing a code."
+        True, description="Skip frames where the scene has not changed and nothing QR-like was seen; never the first "
+                          "frame showing a code."
     )
-    presence_threshold: int = Field(10, ge=1, le=255, description="Grey-level change of an 80x60 thumbnail sample that counts as a change.")
+    presence_threshold: int = Field(10, ge=1, le=255, description="Grey-level change of an 80x60 thumbnail sample that "
+                                                                  "counts as a change.")
     decode_every: int = Field(10, ge=1, le=1000, description="Decode at least every Nth frame even in a static scene.")
     track: bool = Field(
-        True, description="After a read, decode the code's region first, and give it the repair ladder when the whole frame fails."
+        True, description="After a read, decode the code's region first, and give it the repair ladder when the whole "
+                          "frame fails."
     )
     workers: int = Field(
         2, ge=0, le=8,
-        description="Decode threads with latest-frame-wins hand-off, drops counted; 0 decodes in the capture loop. Pi 4/5: 2-3.",
+        description="Decode threads with latest-frame-wins hand-off, drops counted; 0 decodes in the capture loop. Pi "
+                    "4/5: 2-3.",
     )
 
     @model_validator(mode="after")
-    def _fallback_differs(self) -> "DecoderConfig":
+    def _fallback_differs(self) -> DecoderConfig:
         if self.fallback == self.backend:
             raise ValueError("decoder.fallback must differ from decoder.backend (or be omitted)")
         return self
@@ -103,21 +116,24 @@ class TrustConfig(_Section):
         default_factory=lambda: ["/etc/qrgate/trust"],
         description="Trust anchors: directories of issuer certificates (PEM/DER) and/or JSON key files.",
     )
-    clock_skew_s: int = Field(300, ge=0, le=86_400, description="Tolerance in seconds for issued-at in the future and for expiry.")
+    clock_skew_s: int = Field(300, ge=0, le=86_400, description="Tolerance in seconds for issued-at in the future and "
+                                                                "for expiry.")
     signers_dir: str | None = Field(
         None,
         description="Directory of the province's trust-list signing public keys (*.pem), pinned at provisioning. "
         "When set, signed trust and revocation lists are accepted, and once a trust list is in force it "
         "replaces the static anchors of trust.paths (docs/trust.md).",
     )
-    state_dir: str = Field("/var/lib/qrgate/trust", description="Where accepted signed lists are kept: current and last good, replaced atomically.")
+    state_dir: str = Field("/var/lib/qrgate/trust", description="Where accepted signed lists are kept: current and "
+                                                                "last good, replaced atomically.")
     drop_dir: str | None = Field(
         "/var/lib/qrgate/trust-drop",
         description="Directory polled for list files (provisioning, sites without network); accepted files are "
         "deleted, refused ones renamed *.refused.",
     )
     drop_poll_s: float = Field(10.0, gt=0, le=86_400, description="How often the drop directory is polled.")
-    max_age_h: float = Field(24.0, gt=0, description="A signed trust list older than this (from its issued_at) or past its expiry is stale.")
+    max_age_h: float = Field(24.0, gt=0, description="A signed trust list older than this (from its issued_at) or past "
+                                                     "its expiry is stale.")
     stale_policy: Literal["flag", "refuse"] = Field(
         "flag",
         description="With a stale trust list: 'flag' keeps verifying and marks every event trust_stale; "
@@ -137,10 +153,12 @@ class RulesConfig(_Section):
 
 class DecisionConfig(_Section):
     presence_gap_s: float = Field(
-        0.8, gt=0, le=10, description="A code unseen for longer than this has left the camera; shorter gaps are the same presentation."
+        0.8, gt=0, le=10, description="A code unseen for longer than this has left the camera; shorter gaps are the "
+                                      "same presentation."
     )
     repeat_window_s: float = Field(
-        30.0, ge=0, le=86_400, description="The same code shown again within this window gets feedback again but no second event."
+        30.0, ge=0, le=86_400, description="The same code shown again within this window gets feedback again but no "
+                                           "second event."
     )
 
 
@@ -150,19 +168,25 @@ class PatternConfig(_Section):
     rejected_on_s: float = Field(1.5, gt=0, le=10, description="How long the red LED stays on for a rejected code.")
     rejected_beeps: int = Field(3, ge=0, le=10, description="Short beeps for a rejected code.")
     beep_s: float = Field(0.1, gt=0, le=2, description="Length of one beep and of the pause between beeps.")
-    relay_pulse_s: float = Field(1.5, gt=0, le=30, description="How long the relay (turnstile/gate) is energised after an accepted pass.")
+    relay_pulse_s: float = Field(1.5, gt=0, le=30, description="How long the relay (turnstile/gate) is energised after "
+                                                               "an accepted pass.")
     identified_opens_relay: bool = Field(
-        True, description="Whether an ID card admitted as 'identified, not verified' (CCCD policy) also opens the relay."
+        True, description="Whether an ID card admitted as 'identified, not verified' (CCCD policy) also opens the "
+                          "relay."
     )
 
 
 class FeedbackConfig(_Section):
-    board: str = Field("rpi-gate-v1", description="Board pin profile: a name under hardware/profiles/ or a path to a TOML profile.")
+    board: str = Field("rpi-gate-v1", description="Board pin profile: a name under hardware/profiles/ or a path to a "
+                                                  "TOML profile.")
     pins: dict[str, int] = Field(
-        default_factory=dict, description="Per-output overrides of the board profile's BCM pin numbers, e.g. {relay = 6}."
+        default_factory=dict, description="Per-output overrides of the board profile's BCM pin numbers, e.g. {relay = "
+                                          "6}."
     )
-    relay: bool = Field(True, description="Drive the relay output of the board profile; false for a gate without turnstile or lock.")
-    relay_active_low: bool | None = Field(None, description="Override the profile's relay polarity (most relay modules are active-low).")
+    relay: bool = Field(True, description="Drive the relay output of the board profile; false for a gate without "
+                                          "turnstile or lock.")
+    relay_active_low: bool | None = Field(None, description="Override the profile's relay polarity (most relay modules "
+                                                            "are active-low).")
     mock_pins: bool = Field(
         False, description="Use gpiozero's mock pin factory instead of real GPIO (demo, development off a Pi)."
     )
@@ -170,26 +194,34 @@ class FeedbackConfig(_Section):
 
 
 class OutboxConfig(_Section):
-    path: str = Field("/var/lib/qrgate/outbox.sqlite", description="SQLite file that holds every check-in until the broker acknowledges it.")
+    path: str = Field("/var/lib/qrgate/outbox.sqlite", description="SQLite file that holds every check-in until the "
+                                                                   "broker acknowledges it.")
     max_mb: int = Field(
         512, ge=1, le=1_000_000,
-        description="Size above which the outbox is reported as over its limit; events are never dropped (see docs/mqtt.md).",
+        description="Size above which the outbox is reported as over its limit; events are never dropped (see "
+                    "docs/mqtt.md).",
     )
 
 
 class MqttConfig(_Section):
     enabled: bool = Field(True, description="Publish check-in events; when false, events stay in the outbox.")
-    host: str = Field("localhost", min_length=1, description="Broker host (the site broker, normally on the gate itself or the site's router).")
+    host: str = Field("localhost", min_length=1, description="Broker host (the site broker, normally on the gate "
+                                                             "itself or the site's router).")
     port: int = Field(8883, ge=1, le=65535, description="Broker port (8883 = MQTT over TLS).")
     tls: bool = Field(True, description="Use TLS with server certificate verification.")
-    ca_file: str | None = Field("/etc/qrgate/pki/ca.pem", description="CA certificate that signed the broker's certificate.")
+    ca_file: str | None = Field("/etc/qrgate/pki/ca.pem", description="CA certificate that signed the broker's "
+                                                                      "certificate.")
     cert_file: str | None = Field("/etc/qrgate/pki/device.pem", description="This device's client certificate (mTLS).")
-    key_file: str | None = Field("/etc/qrgate/pki/device.key", description="This device's private key (mTLS); readable only by the qrgate user.")
+    key_file: str | None = Field("/etc/qrgate/pki/device.key",
+                                 description="This device's private key (mTLS); readable only by the qrgate user.")
     client_id: str | None = Field(None, description="MQTT client id; defaults to the device id.")
-    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keep-alive interval; dead links are noticed after 1.5x this.")
-    session_expiry_s: int = Field(86_400, ge=0, description="MQTT v5 session expiry: how long the broker keeps our session while we are away.")
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keep-alive interval; dead links are noticed after "
+                                                            "1.5x this.")
+    session_expiry_s: int = Field(86_400, ge=0, description="MQTT v5 session expiry: how long the broker keeps our "
+                                                            "session while we are away.")
     max_inflight: int = Field(20, ge=1, le=1000, description="Most check-in events published but not yet acknowledged.")
-    reconnect_min_s: float = Field(1.0, gt=0, description="First reconnect delay; doubles up to reconnect_max_s, with full jitter.")
+    reconnect_min_s: float = Field(1.0, gt=0, description="First reconnect delay; doubles up to reconnect_max_s, with "
+                                                          "full jitter.")
     reconnect_max_s: float = Field(120.0, gt=0, description="Longest reconnect delay.")
     end_to_end_ack: bool = Field(
         False,
@@ -213,7 +245,7 @@ class MqttConfig(_Section):
     )
 
     @model_validator(mode="after")
-    def _tls_files(self) -> "MqttConfig":
+    def _tls_files(self) -> MqttConfig:
         if self.enabled and self.tls and not self.ca_file:
             raise ValueError("mqtt.ca_file is required when mqtt.tls = true")
         if bool(self.cert_file) != bool(self.key_file):
@@ -223,7 +255,8 @@ class MqttConfig(_Section):
 
 class ClockConfig(_Section):
     rtc: bool = Field(
-        False, description="The device has a battery-backed RTC (Pi 5 with its cell, DS3231); the clock is trusted while it agrees with it."
+        False, description="The device has a battery-backed RTC (Pi 5 with its cell, DS3231); the clock is trusted "
+                           "while it agrees with it."
     )
     unsynchronised_policy: Literal["accept_and_flag", "refuse"] = Field(
         "accept_and_flag",
@@ -234,7 +267,8 @@ class ClockConfig(_Section):
 
 class CccdConfig(_Section):
     enabled: bool = Field(
-        False, description="Accept chip ID card (CCCD) QR codes as 'identified, not verified'; otherwise reject them as unsigned_pass."
+        False, description="Accept chip ID card (CCCD) QR codes as 'identified, not verified'; otherwise reject them "
+                           "as unsigned_pass."
     )
     hash_key_file: str | None = Field(
         None,
@@ -243,20 +277,24 @@ class CccdConfig(_Section):
     )
 
     @model_validator(mode="after")
-    def _key_needed(self) -> "CccdConfig":
+    def _key_needed(self) -> CccdConfig:
         if self.enabled and not self.hash_key_file:
             raise ValueError("cccd.hash_key_file is required when cccd.enabled = true")
         return self
 
 
 class ServiceConfig(_Section):
-    status_interval_s: float = Field(5.0, gt=0, le=3600, description="How often the live status line (systemd STATUS=) is refreshed.")
+    status_interval_s: float = Field(5.0, gt=0, le=3600, description="How often the live status line (systemd STATUS=) "
+                                                                     "is refreshed.")
     telemetry_interval_s: float = Field(
         60.0, ge=0, le=86_400,
-        description="How often a connected gate publishes telemetry and re-checks its outbox for the retained status; 0 = no telemetry.",
+        description="How often a connected gate publishes telemetry and re-checks its outbox for the retained status; "
+                    "0 = no telemetry.",
     )
-    stop_flush_s: float = Field(5.0, ge=0, le=120, description="On stop, how long to keep publishing pending events before disconnecting.")
-    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level (logs never contain personal data).")
+    stop_flush_s: float = Field(5.0, ge=0, le=120, description="On stop, how long to keep publishing pending events "
+                                                               "before disconnecting.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level (logs never contain personal data).")
 
 
 class GateConfig(_Section):
@@ -272,113 +310,6 @@ class GateConfig(_Section):
     outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="Durable store of check-in events.")
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Uplink to the broker.")
     clock: ClockConfig = Field(default_factory=ClockConfig, description="How far the wall clock is trusted.")
-    cccd: CccdConfig = Field(default_factory=CccdConfig, description="Chip citizen ID cards for people without a signed pass.")
+    cccd: CccdConfig = Field(default_factory=CccdConfig, description="Chip citizen ID cards for people without a "
+                                                                     "signed pass.")
     service: ServiceConfig = Field(default_factory=ServiceConfig, description="Daemon housekeeping.")
-
-
-def _key_lines(text: str) -> dict[tuple[str, ...], int]:
-    """Map dotted key paths to the 1-based line where they are written.
-
-    tomllib gives no positions, and a message a technician can act on needs the line. This
-    understands the TOML a person writes in this file: [table] headers, [[array]] headers and
-    ``key = value`` lines with bare, quoted or dotted keys; anything else just has no line.
-    """
-    lines: dict[tuple[str, ...], int] = {}
-    table: tuple[str, ...] = ()
-    header = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
-    assignment = re.compile(r"^\s*([A-Za-z0-9_\-\.\"' ]+?)\s*=")
-    for number, line in enumerate(text.splitlines(), start=1):
-        match = header.match(line)
-        if match:
-            table = tuple(part.strip().strip("\"'") for part in match.group(1).split("."))
-            lines.setdefault(table, number)
-            continue
-        match = assignment.match(line)
-        if match:
-            key = tuple(part.strip().strip("\"'") for part in match.group(1).split("."))
-            lines.setdefault(table + key, number)
-    return lines
-
-
-def _locate(loc: tuple[str | int, ...], key_lines: dict[tuple[str, ...], int]) -> int | None:
-    path = tuple(str(part) for part in loc)
-    while path:
-        if path in key_lines:
-            return key_lines[path]
-        path = path[:-1]
-    return None
-
-
-def parse_config(text: str, source: str = "<config>") -> GateConfig:
-    """Validate TOML text; raise ConfigError listing every problem as ``source:line: key: message``."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
-    try:
-        return GateConfig.model_validate(data)
-    except ValidationError as exc:
-        key_lines = _key_lines(text)
-        problems = []
-        for error in exc.errors():
-            loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and part.startswith("function-")))
-            dotted = ".".join(str(part) for part in loc) or "(top level)"
-            line = _locate(loc, key_lines)
-            where = f"{source}:{line}" if line else source
-            message = error["msg"]
-            if error["type"] == "extra_forbidden":
-                message = "unknown key (check the spelling; see `qrgate check-config --print-defaults`)"
-            problems.append(f"{where}: {dotted}: {message}")
-        raise ConfigError(f"{len(problems)} problem(s) in {source}:\n" + "\n".join(problems)) from None
-
-
-def load_config(path: str | Path) -> GateConfig:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
-    return parse_config(text, str(path))
-
-
-def render_defaults() -> str:
-    """The default configuration as commented TOML: every field with its description."""
-    out: list[str] = ["# qrgate configuration: every key with its default and what it means.", ""]
-
-    def emit(model: type[BaseModel], instance: BaseModel, table: str) -> None:
-        nested: list[tuple[str, type[BaseModel], BaseModel]] = []
-        out.append(f"[{table}]")
-        for name, field in model.model_fields.items():
-            value = getattr(instance, name)
-            if isinstance(value, BaseModel):
-                nested.append((name, type(value), value))
-                continue
-            out.append(f"# {field.description}")
-            out.append(f"{'# ' if value is None else ''}{name} = {_toml_value(value)}")
-        out.append("")
-        for name, sub_model, sub_value in nested:
-            emit(sub_model, sub_value, f"{table}.{name}")
-
-    defaults = GateConfig()
-    for name in GateConfig.model_fields:
-        section = getattr(defaults, name)
-        emit(type(section), section, name)
-    return "\n".join(out)
-
-
-def _toml_value(value: object) -> str:
-    if value is None:
-        return '""'
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{key} = {_toml_value(item)}" for key, item in value.items()) + "}"
-    raise TypeError(f"no TOML rendering for {type(value).__name__}")

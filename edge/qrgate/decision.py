@@ -33,7 +33,7 @@ def payload_key(text: str) -> bytes:
 
 
 class _Sighting:
-    __slots__ = ("window_start", "last_seen")
+    __slots__ = ("last_seen", "window_start")
 
     def __init__(self, now: float) -> None:
         self.window_start = now  # monotonic time of the NEW that opened the repeat window
@@ -92,6 +92,7 @@ class Decider:
         sightings = self._sightings
         while sightings:
             sighting = next(iter(sightings.values()))
-            if now_mono - sighting.last_seen < self.presence_gap_s or now_mono - sighting.window_start < self.repeat_window_s:
+            if (now_mono - sighting.last_seen < self.presence_gap_s
+                    or now_mono - sighting.window_start < self.repeat_window_s):
                 return
             sightings.popitem(last=False)

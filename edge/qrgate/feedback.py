@@ -67,7 +67,8 @@ class GateFeedback:
             self._red = self._claim(LED, "red", profile.red, pin_factory)
             self._buzzer = self._claim(Buzzer, "buzzer", profile.buzzer, pin_factory)
             self._relay = (
-                self._claim(DigitalOutputDevice, "relay", profile.relay, pin_factory) if profile.relay is not None else None
+                self._claim(DigitalOutputDevice, "relay", profile.relay, pin_factory)
+                if profile.relay is not None else None
             )
         except FeedbackUnavailable:
             self._release()
@@ -75,7 +76,8 @@ class GateFeedback:
 
     def _claim(self, device_class: type[_Device], name: str, pin: OutputPin, pin_factory: Factory | None) -> _Device:
         try:
-            device: _Device = device_class(pin.bcm, active_high=not pin.active_low, initial_value=False, pin_factory=pin_factory)
+            device: _Device = device_class(pin.bcm, active_high=not pin.active_low, initial_value=False,
+                                           pin_factory=pin_factory)
         # Each pin library (lgpio, RPi.GPIO, pigpio, native) raises its own exception types for a
         # missing chip or a busy line; this runs once at start-up, so catch them all and name the pin.
         except Exception as exc:
@@ -121,7 +123,8 @@ class GateFeedback:
             if outcome is Outcome.ACCEPTED:
                 self._green.blink(on_time=patterns.accepted_on_s, off_time=0, n=1, background=True)
                 if patterns.accepted_beeps:
-                    self._buzzer.beep(on_time=patterns.beep_s, off_time=patterns.beep_s, n=patterns.accepted_beeps, background=True)
+                    self._buzzer.beep(on_time=patterns.beep_s, off_time=patterns.beep_s, n=patterns.accepted_beeps,
+                                      background=True)
                 if self._relay is not None:
                     self._relay.blink(on_time=patterns.relay_pulse_s, off_time=0, n=1, background=True)
             elif outcome is Outcome.IDENTIFIED:
@@ -134,7 +137,8 @@ class GateFeedback:
             else:
                 self._red.blink(on_time=patterns.rejected_on_s, off_time=0, n=1, background=True)
                 if patterns.rejected_beeps:
-                    self._buzzer.beep(on_time=patterns.beep_s, off_time=patterns.beep_s, n=patterns.rejected_beeps, background=True)
+                    self._buzzer.beep(on_time=patterns.beep_s, off_time=patterns.beep_s, n=patterns.rejected_beeps,
+                                      background=True)
 
     def all_off(self) -> None:
         """Stop any pattern and switch every output off (relay released)."""
@@ -163,7 +167,7 @@ class GateFeedback:
             device.close()
         self._devices.clear()
 
-    def __enter__(self) -> "GateFeedback":
+    def __enter__(self) -> GateFeedback:
         return self
 
     def __exit__(self, *exc: object) -> None:

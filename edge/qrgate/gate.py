@@ -9,8 +9,8 @@ durable write and the feedback happen once per presentation. The event is commit
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .clock import Clock

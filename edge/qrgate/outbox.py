@@ -21,9 +21,10 @@ also kept in ``health().storage_error`` until a write succeeds again. ``max_byte
 threshold only (``over_limit``), never a reason to refuse or delete an event.
 
 Schema (in outbox_file.py, with the checks made on opening and the naming of storage faults).
-``user_version`` counts incompatible changes. The ``published`` column came later as an additive, nullable column: a file without it is given it on open, and an older qrgate that does not
-know it still reads the file correctly (a published row is pending to it, so it is sent again), so
-rolling the software back never strands events. That is why the version stayed 1.
+``user_version`` counts incompatible changes. The ``published`` column came later as an additive,
+nullable column: a file without it is given it on open, and an older qrgate that does not know it
+still reads the file correctly (a published row is pending to it, so it is sent again), so rolling
+the software back never strands events. That is why the version stayed 1.
 
 Threads: one connection, shared by the thread that delivers decoded frames to the gate (``append``:
 a decode worker, or the capture loop with decoder.workers = 0) and the uplink's publisher thread
@@ -130,7 +131,8 @@ class Outbox:
                     if event.seq != seq:
                         raise ValueError(f"event built with seq {event.seq}, expected {seq}")
                     db.execute(
-                        "INSERT INTO events (seq, event_id, created_mono, created_wall, payload) VALUES (?, ?, ?, ?, ?)",
+                        "INSERT INTO events (seq, event_id, created_mono, created_wall, payload)"
+                        " VALUES (?, ?, ?, ?, ?)",
                         (seq, event.event_id, self._clock.monotonic(), self._clock.wall(), event.to_json()),
                     )
                     db.execute("COMMIT")
@@ -153,7 +155,8 @@ class Outbox:
             db = self._connection()
             try:
                 rows = db.execute(
-                    "SELECT seq, event_id, payload FROM events WHERE delivered IS NULL AND seq > ? ORDER BY seq LIMIT ?",
+                    "SELECT seq, event_id, payload FROM events"
+                    " WHERE delivered IS NULL AND seq > ? ORDER BY seq LIMIT ?",
                     (after_seq or 0, limit),
                 ).fetchall()
             except sqlite3.Error as exc:
@@ -350,7 +353,7 @@ class Outbox:
                 self._db.close()
                 self._db = None
 
-    def __enter__(self) -> "Outbox":
+    def __enter__(self) -> Outbox:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -92,7 +92,8 @@ def _cccd_policy(config: GateConfig) -> CccdPolicy:
     path = Path(cccd.hash_key_file)
     try:
         if path.stat().st_mode & 0o077:
-            raise ConfigError(f"cccd.hash_key_file {path}: readable by others; chmod 600 it (it keys every ID-number hash)")
+            raise ConfigError(f"cccd.hash_key_file {path}: readable by others; chmod 600 it (it keys every ID-number "
+                              "hash)")
         key = path.read_bytes().strip()
         return CccdPolicy(enabled=True, hash_key=key)
     except OSError as exc:

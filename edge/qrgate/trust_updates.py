@@ -197,7 +197,7 @@ class TrustUpdates:
                 acceptance = self._offer(bytes(document), now, expect)
             except ListRefused as refused:
                 acceptance = Acceptance(refused.outcome, expect, detail=refused.detail)
-            except Exception as exc:  # noqa: BLE001 - this runs on the delivery thread: a fault here must not end updates
+            except Exception as exc:
                 log.exception("list from %s: unexpected error; the lists in force stay", source)
                 acceptance = Acceptance(ListOutcome.MALFORMED, expect, detail=f"unexpected {type(exc).__name__}")
         if acceptance.outcome is ListOutcome.ACCEPTED:
@@ -209,7 +209,8 @@ class TrustUpdates:
             what = "list" if acceptance.list_type is None else str(acceptance.list_type)
             if acceptance.version is not None:
                 what += f" v{acceptance.version}"
-            log.warning("%s from %s refused: %s (%s); the lists in force stay", what, source, acceptance.outcome, acceptance.detail)
+            log.warning("%s from %s refused: %s (%s); the lists in force stay", what, source, acceptance.outcome,
+                        acceptance.detail)
         return acceptance
 
     def _offer(self, document: bytes, now: float, expect: ListType | None) -> Acceptance:

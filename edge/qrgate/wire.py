@@ -99,13 +99,14 @@ class CheckinEvent(BaseModel):
     issuer: str | None = Field(None, description="Issuer of the pass, when known.")
     pass_id: str | None = Field(None, description="Pass id (qrgate) or certificate identifier (DCC), when readable.")
     subject_id: str | None = Field(None, description="Pseudonymous subject id; only for accepted passes.")
-    trust_stale: bool = Field(False, description="The signed trust list in force was stale when this pass was verified.")
+    trust_stale: bool = Field(
+        False, description="The signed trust list in force was stale when this pass was verified.")
 
     def to_json(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()
 
     @classmethod
-    def from_json(cls, payload: bytes | str) -> "CheckinEvent":
+    def from_json(cls, payload: bytes | str) -> CheckinEvent:
         return cls.model_validate_json(payload)
 
 
@@ -124,10 +125,13 @@ class DeviceStatus(BaseModel):
     pending: int | None = Field(
         None, description="Check-in events stored on the device and not yet acknowledged by the broker."
     )
-    config_hash: str | None = Field(None, description="SHA-256 (first 16 hex digits) of the configuration file in force.")
-    trust_list_version: int | None = Field(None, description="Version of the signed trust list in force (absent: static anchors only).")
+    config_hash: str | None = Field(None, description="SHA-256 (first 16 hex digits) of the configuration file in "
+                                                      "force.")
+    trust_list_version: int | None = Field(None, description="Version of the signed trust list in force (absent: "
+                                                             "static anchors only).")
     trust_list_age_s: int | None = Field(None, description="Seconds since the trust list in force was issued.")
-    trust_stale: bool | None = Field(None, description="The trust list in force is older than trust.max_age_h or past its expiry.")
+    trust_stale: bool | None = Field(None, description="The trust list in force is older than trust.max_age_h or past "
+                                                       "its expiry.")
     revocation_version: int | None = Field(None, description="Version of the revocation list in force.")
     rule_set_version: int | None = Field(
         None, description="Version of the validation rule set in force: 0 for the built-in set (or a configured file), "
@@ -137,16 +141,18 @@ class DeviceStatus(BaseModel):
         None, description="Seconds since the signed rule set in force was issued (absent: not a signed one)."
     )
     clock_synced: bool | None = Field(None, description="Whether the device clock is NTP/RTC-synchronised.")
-    outbox_over_limit: bool | None = Field(None, description="The outbox is above its size limit (events are kept, not dropped).")
+    outbox_over_limit: bool | None = Field(None, description="The outbox is above its size limit (events are kept, not "
+                                                             "dropped).")
     storage_error: str | None = Field(
-        None, description="The outbox's latest storage fault (disk full, read-only, corrupt) while it lasts; absent when writes succeed."
+        None, description="The outbox's latest storage fault (disk full, read-only, corrupt) while it lasts; absent "
+                          "when writes succeed."
     )
 
     def to_json(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()
 
     @classmethod
-    def from_json(cls, payload: bytes | str) -> "DeviceStatus":
+    def from_json(cls, payload: bytes | str) -> DeviceStatus:
         return cls.model_validate_json(payload)
 
 
@@ -175,7 +181,7 @@ class CheckinAck(BaseModel):
         return self.model_dump_json(exclude_none=True).encode()
 
     @classmethod
-    def from_json(cls, payload: bytes | str) -> "CheckinAck":
+    def from_json(cls, payload: bytes | str) -> CheckinAck:
         return cls.model_validate_json(payload)
 
 
@@ -190,19 +196,27 @@ class Telemetry(BaseModel):
     uptime_s: int = Field(description="Seconds since the uplink started.")
     pending: int | None = Field(None, description="Check-in events stored on the device and not yet delivered (final).")
     awaiting_ack: int | None = Field(
-        None, description="Of those, published and acknowledged by the broker, waiting for the consumer's acknowledgement (end-to-end acks on)."
+        None, description="Of those, published and acknowledged by the broker, waiting for the consumer's "
+                          "acknowledgement (end-to-end acks on)."
     )
-    oldest_pending_s: int | None = Field(None, description="Age in seconds of the oldest pending event: how far behind the province is.")
+    oldest_pending_s: int | None = Field(None, description="Age in seconds of the oldest pending event: how far behind "
+                                                           "the province is.")
     outbox_bytes: int | None = Field(None, description="Bytes of the outbox database in use.")
-    outbox_max_bytes: int | None = Field(None, description="The outbox's size limit (a reporting threshold: nothing is dropped).")
+    outbox_max_bytes: int | None = Field(None, description="The outbox's size limit (a reporting threshold: nothing is "
+                                                           "dropped).")
     outbox_over_limit: bool | None = Field(None, description="The outbox is above its size limit.")
-    disk_free_bytes: int | None = Field(None, description="Free bytes on the file system holding the outbox (for unprivileged writers).")
-    storage_error: str | None = Field(None, description="The outbox's latest storage fault while it lasts (disk full, read-only, corrupt).")
-    last_error: str | None = Field(None, description="The uplink's latest connection or storage problem (kept after recovery).")
-    last_refusal: str | None = Field(None, description="The broker's reason for the latest refused check-in, e.g. 'Not authorized'.")
+    disk_free_bytes: int | None = Field(None, description="Free bytes on the file system holding the outbox (for "
+                                                          "unprivileged writers).")
+    storage_error: str | None = Field(None, description="The outbox's latest storage fault while it lasts (disk full, "
+                                                        "read-only, corrupt).")
+    last_error: str | None = Field(None, description="The uplink's latest connection or storage problem (kept after "
+                                                     "recovery).")
+    last_refusal: str | None = Field(None, description="The broker's reason for the latest refused check-in, e.g. 'Not "
+                                                       "authorized'.")
     sent: int = Field(description="Check-in PUBLISHes written since start, resends included.")
     resent: int = Field(description="Of those, resends after the consumer's acknowledgement did not come in time.")
-    delivered: int = Field(description="Events that became delivered since start (PUBACK, or the consumer's acknowledgement).")
+    delivered: int = Field(description="Events that became delivered since start (PUBACK, or the consumer's "
+                                       "acknowledgement).")
     refused: int = Field(description="PUBACKs with a failure reason code since start (the event stays pending).")
     accepted: int | None = Field(None, description="Presentations shown green since start.")
     rejected: int | None = Field(None, description="Presentations shown red since start (storage errors included).")
@@ -218,7 +232,7 @@ class Telemetry(BaseModel):
         return self.model_dump_json(exclude_none=True).encode()
 
     @classmethod
-    def from_json(cls, payload: bytes | str) -> "Telemetry":
+    def from_json(cls, payload: bytes | str) -> Telemetry:
         return cls.model_validate_json(payload)
 
 
@@ -233,7 +247,7 @@ def new_event_id(now: float | None = None) -> str:
     timestamp field never decreases (time-ordering is for humans; the seq number is the order).
     Hand-written because uuid.uuid7 only arrives in Python 3.14.
     """
-    global _uuid7_last
+    global _uuid7_last  # noqa: PLW0603  (one process-wide high-water mark, under _uuid7_lock)
     ms = int((time.time() if now is None else now) * 1000)
     rand = int.from_bytes(os.urandom(10), "big") & ((1 << 74) - 1)  # rand_a (12 bits) + rand_b (62 bits)
     with _uuid7_lock:
@@ -250,7 +264,7 @@ def new_event_id(now: float | None = None) -> str:
 def iso_utc(epoch: float) -> str:
     """ISO 8601 UTC with milliseconds and a Z."""
     secs = int(epoch)
-    ms = int(round((epoch - secs) * 1000))
+    ms = round((epoch - secs) * 1000)
     if ms == 1000:
         secs, ms = secs + 1, 0
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{ms:03d}Z"

@@ -105,11 +105,11 @@ def legacy_payload(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def iso_date(epoch_s: float) -> str:
-    return dt.datetime.fromtimestamp(epoch_s, dt.timezone.utc).date().isoformat()
+    return dt.datetime.fromtimestamp(epoch_s, dt.UTC).date().isoformat()
 
 
 def iso_time(epoch_s: float) -> str:
-    return dt.datetime.fromtimestamp(epoch_s, dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return dt.datetime.fromtimestamp(epoch_s, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def new_certificate_id(country: str = "VN") -> str:
@@ -119,7 +119,7 @@ def new_certificate_id(country: str = "VN") -> str:
 
 def new_dcc_test_issuer(alg: str, now: float, *, country: str = "VN", valid_days: int = 365) -> IssuerKey:
     """A DCC signing key and self-signed certificate, valid from a day before ``now`` for ``valid_days``."""
-    start = dt.datetime.fromtimestamp(now - DAY_S, dt.timezone.utc)
+    start = dt.datetime.fromtimestamp(now - DAY_S, dt.UTC)
     return new_dcc_issuer_key(country, alg, not_before=start, not_after=start + dt.timedelta(days=valid_days))
 
 
@@ -137,7 +137,7 @@ def new_dcc_test_issuer_with_eku(
     if country is not None:
         attributes.insert(0, x509.NameAttribute(NameOID.COUNTRY_NAME, country))
     name = x509.Name(attributes)
-    start = dt.datetime.fromtimestamp(now - DAY_S, dt.timezone.utc)
+    start = dt.datetime.fromtimestamp(now - DAY_S, dt.UTC)
     usage: x509.ExtensionType = (
         x509.ExtendedKeyUsage([x509.ObjectIdentifier(oid) for oid in purposes]) if purposes
         else x509.UnrecognizedExtension(ExtensionOID.EXTENDED_KEY_USAGE, b"\x30\x00")  # SEQUENCE {}

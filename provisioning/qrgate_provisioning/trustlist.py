@@ -17,6 +17,7 @@ import cbor2
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
+
 from qrgate.errors import TrustStoreError
 from qrgate.passes import dcc, qrgate_pass
 from qrgate.passes.algorithms import NAMES
@@ -47,6 +48,7 @@ from .mint import sign1
 LIST_SIGNER_ALGORITHMS = ("ES256", "EdDSA")
 LIST_SIGNER_NAME = "trust-list"  # the IssuerKey.issuer of a list key; it signs lists, never passes
 _MAX_LIST_BYTES = max(MAX_TRUST_LIST_BYTES, MAX_REVOCATION_BYTES)
+_SPKI = serialization.PublicFormat.SubjectPublicKeyInfo
 
 
 # --- list keys -------------------------------------------------------------------------------------------------
@@ -72,11 +74,11 @@ def load_list_signer(path: str | Path) -> IssuerKey:
 
 def public_pem(key: IssuerKey) -> bytes:
     """The PEM public key a gate pins (a file in its trust-list signer directory)."""
-    return key.private_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.private_key.public_key().public_bytes(serialization.Encoding.PEM, _SPKI)
 
 
 def spki(key: IssuerKey) -> bytes:
-    return key.private_key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.private_key.public_key().public_bytes(serialization.Encoding.DER, _SPKI)
 
 
 def load_public_spki(path: str | Path) -> bytes:
@@ -110,7 +112,7 @@ def key_entry(key: TrustedKey) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "kid": key.kid,
         "alg": NAMES[key.alg],
-        "public_key": key.public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo),
+        "public_key": key.public_key.public_bytes(serialization.Encoding.DER, _SPKI),
         "formats": sorted(str(f) for f in key.formats),
     }
     if key.issuer is not None:
@@ -134,7 +136,8 @@ def entries_from_paths(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
     """
     entries: list[dict[str, Any]] = []
     for path in map(Path, paths):
-        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")) if path.is_dir() else [path]
+        files = (sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+                 if path.is_dir() else [path])
         for file in files:
             suffix = file.suffix.lower()
             if suffix in CERTIFICATE_SUFFIXES:
@@ -183,7 +186,8 @@ def build_trust_list(
 Hashes = Mapping[HashType, Iterable[bytes]]
 
 
-def build_revocation_snapshot(signer: IssuerKey, entries: Hashes, *, version: int, issued_at: int, expires_at: int) -> bytes:
+def build_revocation_snapshot(signer: IssuerKey, entries: Hashes, *, version: int, issued_at: int,
+                              expires_at: int) -> bytes:
     """A signed full revocation list: every revoked hash, per hash type (16 bytes each)."""
     payload = {
         "type": str(ListType.REVOCATION),
@@ -326,8 +330,8 @@ def _check(read: Callable[[], object]) -> None:
 
 def _hash_map(hashes: Hashes) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
-    for hash_type, values in hashes.items():
-        values = list(values)
+    for hash_type, given in hashes.items():
+        values = list(given)
         if any(len(v) != HASH_BYTES for v in values):
             raise ValueError(f"{hash_type}: every hash is {HASH_BYTES} bytes")
         if values:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..config import load_config, render_defaults
+from ..config_file import load_config, render_defaults
 from ..errors import ConfigError
 from . import Subcommands
 
@@ -17,7 +17,8 @@ def add_parser(subparsers: Subcommands) -> None:
         description="Validate FILE; print every problem as FILE:LINE: key: message and exit 1 if there is any.",
     )
     parser.add_argument("file", nargs="?", help="the TOML configuration file")
-    parser.add_argument("--print-defaults", action="store_true", help="print the default configuration, every key described")
+    parser.add_argument("--print-defaults", action="store_true", help="print the default configuration, every key "
+                                                                      "described")
     parser.set_defaults(run=run)
 
 

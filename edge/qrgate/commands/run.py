@@ -7,7 +7,7 @@ import logging
 import signal
 import sys
 
-from ..config import load_config
+from ..config_file import load_config
 from ..errors import QrgateError
 from . import Subcommands
 

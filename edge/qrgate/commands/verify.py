@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ..errors import TrustStoreError
 from ..passes.authority import TrustAuthority
@@ -116,7 +116,7 @@ def iso_time(epoch_s: float | None) -> str | None:
     if epoch_s is None:
         return None
     try:
-        return datetime.fromtimestamp(epoch_s, timezone.utc).isoformat().replace("+00:00", "Z")
+        return datetime.fromtimestamp(epoch_s, UTC).isoformat().replace("+00:00", "Z")
     except (OverflowError, ValueError, OSError):
         return None
 
@@ -144,7 +144,7 @@ def _instant(value: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {value!r}") from None
     if instant.tzinfo is None:
-        instant = instant.replace(tzinfo=timezone.utc)
+        instant = instant.replace(tzinfo=UTC)
     return instant.timestamp()
 
 

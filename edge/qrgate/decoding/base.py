@@ -59,7 +59,7 @@ def image_corners(points: Iterable[tuple[float, float]]) -> Corners:
     as a convex hull); ordering them by where they sit in the image makes both backends agree
     whichever way the code is turned: clockwise from the corner nearest the frame's top-left.
     """
-    pts = [(int(round(x)), int(round(y))) for x, y in points]
+    pts = [(round(x), round(y)) for x, y in points]
     if len(pts) != 4:
         raise ValueError(f"a QR code has 4 corners, got {len(pts)}")
     cx = sum(x for x, _ in pts) / len(pts)

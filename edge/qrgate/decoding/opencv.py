@@ -47,7 +47,7 @@ class OpenCvDecoder:
         if not found or points is None:
             return []
         codes = []
-        for raw, quad in zip(texts, points):
+        for raw, quad in zip(texts, points, strict=True):
             if not raw:  # located but not decoded
                 continue
             text = raw.decode("utf-8", errors="replace")

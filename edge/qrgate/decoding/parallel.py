@@ -120,7 +120,7 @@ class ParallelDecoder:
             if worker.thread is not None and worker.thread is not threading.current_thread():
                 worker.thread.join()
 
-    def __enter__(self) -> "ParallelDecoder":
+    def __enter__(self) -> ParallelDecoder:
         return self
 
     def __exit__(self, *exc: object) -> None:

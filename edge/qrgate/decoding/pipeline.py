@@ -16,14 +16,14 @@ Per decoded frame:
    frames and the region still looks like it (``Hint.still_there``): the repair ladder on that
    region. Codes zxing fails to even locate (heavy blur, moiré, a shadow edge) are read here.
 4. Still nothing read (whether or not something was located), on every ``sweep_every``-th such
-   frame: the sweep decoder (ZBar) on the whole frame, shrunk to at most ``SWEEP_MAX_WIDTH``. A code zxing-cpp never located is never
-   tracked, so steps 1 and 3 cannot help it; ZBar's scan-line finder reads some of them (a code
-   with a damaged finder pattern: at 1280x720 and 2304x1296 the synthetic damage condition's
-   frames ZBar read and nothing else did were 17 and 18 of 90). ZBar costs about ten zxing-cpp
-   QR calls, so it runs on a schedule, not per frame: a code held up for a second is in view for
-   about 30 frames, and the frames the presence gate lets through are already only those where
-   the scene changed. The first such frame of a pipeline is swept (a single photo is read as a
-   gate would, not only on a third of the calls).
+   frame: the sweep decoder (ZBar) on the whole frame, shrunk to at most ``SWEEP_MAX_WIDTH``. A code
+   zxing-cpp never located is never tracked, so steps 1 and 3 cannot help it; ZBar's scan-line
+   finder reads some of them (a code with a damaged finder pattern: at 1280x720 and 2304x1296 the
+   synthetic damage condition's frames ZBar read and nothing else did were 17 and 18 of 90). ZBar
+   costs about ten zxing-cpp QR calls, so it runs on a schedule, not per frame: a code held up for a
+   second is in view for about 30 frames, and the frames the presence gate lets through are already
+   only those where the scene changed. The first such frame of a pipeline is swept (a single photo
+   is read as a gate would, not only on a third of the calls).
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from .cascade import CascadeDecoder
 from .geometry import box_area, box_overlap, located_boxes
 from .presence import PresenceGate
 from .tracking import RegionTracker
-
 
 # Step 4's frame width bound: ZBar read as many of the damaged codes at 960 px as at the full
 # 1280 or 2304 (17 and 18 of 90 against 14 and 16) in a half or a seventh of the time (10 ms).

@@ -133,7 +133,8 @@ def deblur_motion(region: np.ndarray, length_px: int, *, angle: float | None = N
     psf = np.zeros((rows, cols), np.float32)
     # The streak centred on the origin, wrapping around, so the result is not shifted.
     centre = (cols // 2, rows // 2)
-    cv2.line(psf, (round(centre[0] - dx), round(centre[1] - dy)), (round(centre[0] + dx), round(centre[1] + dy)), 1.0, 1)
+    start, end = (round(centre[0] - dx), round(centre[1] - dy)), (round(centre[0] + dx), round(centre[1] + dy))
+    cv2.line(psf, start, end, 1.0, 1)
     psf = np.roll(psf / psf.sum(), (-centre[1], -centre[0]), (0, 1))
     image_f = cv2.dft(padded, flags=cv2.DFT_COMPLEX_OUTPUT)
     psf_f = cv2.dft(psf, flags=cv2.DFT_COMPLEX_OUTPUT)

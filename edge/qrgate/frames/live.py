@@ -44,7 +44,7 @@ class LiveFrameSource(ABC):
         self._thread = CaptureThread(self.name, self._slot, capture)
         self._thread.start()
 
-    def _release_device(self, capture_stopped: bool) -> None:
+    def _release_device(self, capture_stopped: bool) -> None:  # noqa: B027  (optional: most have a device)
         """Free the device; called once by ``close()`` under ``_lock``, after the capture thread was
         told to stop. ``capture_stopped`` is False when the thread is still blocked in a capture
         call. A source with no device has nothing to do."""

@@ -130,7 +130,8 @@ class PiCameraSource(LiveFrameSource):
             request = self._pending_job.get_result(timeout=_POLL_S)
         except TimeoutError:
             if time.monotonic() - self._last_frame_at > STALL_TIMEOUT_S:
-                raise CameraUnavailable(f"Pi camera {self._camera_num} delivered no frame for {STALL_TIMEOUT_S:.0f} s")
+                raise CameraUnavailable(
+                    f"Pi camera {self._camera_num} delivered no frame for {STALL_TIMEOUT_S:.0f} s") from None
             return None
         self._pending_job = None
         received_at = time.monotonic()

@@ -215,7 +215,8 @@ def wear_and_tear(carrier: np.ndarray, code: Box, light: float, dark: float, rng
         cut = side * rng.uniform(0.06, 0.12)
         sx = 1 if corner_x == x0 else -1
         sy = 1 if corner_y == y0 else -1
-        tri = np.array([[corner_x, corner_y], [corner_x + sx * cut, corner_y], [corner_x, corner_y + sy * cut]], np.int32)
+        tri = np.array([[corner_x, corner_y], [corner_x + sx * cut, corner_y], [corner_x, corner_y + sy * cut]],
+                       np.int32)
         cv2.fillPoly(card, [tri], int(light * 1.05) if light < 240 else 250)
     return card
 

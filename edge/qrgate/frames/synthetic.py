@@ -3,7 +3,8 @@
 Used by the demo, the tests and the bench. A script is a sequence of visits; each visit is an
 empty scene for ``gap_s``, then a hand holding a phone or a printed sheet with the visitor's code
 for ``dwell_s``, then empty again. A visit's ``category`` adds one hard situation (moiré, glare,
-damage, blur, a moving hand, mixed lighting; see ``scene_effects``) to the clean scene below. The rendering aims at what a Pi camera at a gate really sees:
+damage, blur, a moving hand, mixed lighting; see ``scene_effects``) to the clean scene below.
+The rendering aims at what a Pi camera at a gate really sees:
 codes 2-6 px per module, tilted up to ~25 degrees, drifting and shaking with the hand, sliding
 in and out of view, some frames blurred by motion or focus hunting, sensor noise, glare on phone
 screens, lower contrast on paper, a textured background with clutter.

@@ -67,7 +67,7 @@ class TrustState:
 class TrustAuthority:
     """Holds the current ``TrustState``; ``state`` is what the verifier reads, ``update`` what list stores call."""
 
-    __slots__ = ("state", "_write_lock")
+    __slots__ = ("_write_lock", "state")
 
     def __init__(self, state: TrustState) -> None:
         self.state = state

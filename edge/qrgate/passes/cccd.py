@@ -68,6 +68,9 @@ class CccdPolicy:
             raise ValueError(f"a CCCD hash key of at least {MIN_HASH_KEY_BYTES} bytes is needed to accept CCCD cards")
 
 
+CCCD_OFF = CccdPolicy()  # the default: CCCD cards are not accepted
+
+
 @dataclass(frozen=True, slots=True)
 class CccdResult:
     """What the gate learns from a CCCD text: an outcome, and for an identified card its subject hash."""

@@ -117,7 +117,7 @@ def dcc_instant(value: object) -> dt.datetime | None:
         instant = dt.datetime.fromisoformat(value)
     except ValueError:
         return None
-    return instant if instant.tzinfo is not None else instant.replace(tzinfo=dt.timezone.utc)
+    return instant if instant.tzinfo is not None else instant.replace(tzinfo=dt.UTC)
 
 
 def normalised_payload(payload: Mapping[Any, Any], kind: str, entry: Mapping[Any, Any]) -> dict[Any, Any]:

@@ -86,7 +86,7 @@ _EMPTY.flags.writeable = False  # shared by every index
 class RevocationIndex:
     """Sorted, duplicate-free 16-byte hashes per hash type. Immutable; safe to share between threads."""
 
-    __slots__ = ("_sorted", "_raw", "_size")
+    __slots__ = ("_raw", "_size", "_sorted")
 
     def __init__(self, arrays: Mapping[HashType, np.ndarray] | None = None) -> None:
         """``arrays`` must be sorted and duplicate-free ``S16`` arrays; ``from_hashes`` makes them from any bytes."""
@@ -98,7 +98,7 @@ class RevocationIndex:
         self._size = sum(len(array) for array in self._sorted.values())  # the verifier asks on every pass
 
     @classmethod
-    def from_hashes(cls, hashes: Mapping[HashType, bytes]) -> "RevocationIndex":
+    def from_hashes(cls, hashes: Mapping[HashType, bytes]) -> RevocationIndex:
         """An index of the concatenated 16-byte hashes per type, in any order and with repeats."""
         return cls({t: _sorted_unique(_array(data)) for t, data in hashes.items()})
 
@@ -108,19 +108,20 @@ class RevocationIndex:
         index = int(array.searchsorted(digest))
         return index < len(array) and self._raw[hash_type][index].tobytes() == digest
 
-    def apply_delta(self, add: Mapping[HashType, bytes], remove: Mapping[HashType, bytes]) -> "RevocationIndex":
+    def apply_delta(self, add: Mapping[HashType, bytes], remove: Mapping[HashType, bytes]) -> RevocationIndex:
         """A new index with ``remove`` taken out, then ``add`` put in. Removing what is absent or adding what
         is present changes nothing, so a delta means the same whatever order the issuer listed it in."""
         arrays = {}
-        for hash_type, array in self._sorted.items():
+        for hash_type, current in self._sorted.items():
+            kept = current
             removed = _sorted_unique(_array(remove.get(hash_type, b"")))
             if len(removed):
-                array = array[~_members(array, removed)]
+                kept = kept[~_members(kept, removed)]
             added = _sorted_unique(_array(add.get(hash_type, b"")))
             if len(added):
-                added = added[~_members(added, array)]
-                array = np.insert(array, array.searchsorted(added), added)  # O(n) copy instead of a re-sort
-            arrays[hash_type] = array
+                added = added[~_members(added, kept)]
+                kept = np.insert(kept, kept.searchsorted(added), added)  # O(n) copy instead of a re-sort
+            arrays[hash_type] = kept
         return RevocationIndex(arrays)
 
     def count(self, hash_type: HashType) -> int:
@@ -215,7 +216,8 @@ def read_revocation_list(signed: SignedList, in_force: RevocationList | None) ->
         if in_force is None or base != in_force.version:
             held = "none" if in_force is None else f"v{in_force.version}"
             raise ListRefused(ListOutcome.BASE_MISMATCH, f"delta on v{base}, the device holds {held}: send a snapshot")
-        index = in_force.index.apply_delta(_hash_map(payload.get("add"), "add"), _hash_map(payload.get("remove"), "remove"))
+        added, removed = _hash_map(payload.get("add"), "add"), _hash_map(payload.get("remove"), "remove")
+        index = in_force.index.apply_delta(added, removed)
     else:
         raise ListRefused(ListOutcome.MALFORMED, 'kind must be "snapshot" or "delta"')
     if len(index) > MAX_ENTRIES:
@@ -298,7 +300,7 @@ def decode_state(data: bytes) -> RevocationList:
     if hashlib.sha256(body).digest() != header["body_sha256"]:
         raise ValueError("the hashes do not match their SHA-256: damaged")
     arrays, offset = {}, 0
-    for hash_type, size in zip(HashType, sizes):
+    for hash_type, size in zip(HashType, sizes, strict=True):
         arrays[hash_type] = np.frombuffer(body[offset:offset + size], dtype=_DTYPE)
         offset += size
     version, issued_at, expires_at = header["version"], header["issued_at"], header["expires_at"]  # ints: checked

@@ -82,7 +82,7 @@ class SignerKey:
         return self.trusted.kid
 
     @classmethod
-    def from_public_key(cls, public_key: object, source: str) -> "SignerKey":
+    def from_public_key(cls, public_key: object, source: str) -> SignerKey:
         """Raises TrustStoreError for anything but a P-256 or Ed25519 key."""
         if not isinstance(public_key, (ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey)):
             raise TrustStoreError(f"{source}: a list signing key must be ES256 (P-256) or Ed25519")
@@ -92,9 +92,10 @@ class SignerKey:
         return cls(spki, TrustedKey(kid=kid, alg=alg, public_key=checked, source=source))
 
     @classmethod
-    def from_spki(cls, der: bytes, source: str) -> "SignerKey":
+    def from_spki(cls, der: bytes, source: str) -> SignerKey:
         if not isinstance(der, bytes) or not 0 < len(der) <= MAX_SIGNER_KEY_BYTES:
-            raise TrustStoreError(f"{source}: a signer key must be a DER SubjectPublicKeyInfo of at most {MAX_SIGNER_KEY_BYTES} bytes")
+            raise TrustStoreError(f"{source}: a signer key must be a DER SubjectPublicKeyInfo of at most "
+                                  f"{MAX_SIGNER_KEY_BYTES} bytes")
         try:
             public_key = serialization.load_der_public_key(der)
         except (ValueError, UnsupportedAlgorithm) as exc:
@@ -124,13 +125,16 @@ class SignerKeys:
         self._by_kid = {kid: tuple(found) for kid, found in by_kid.items()}
 
     @classmethod
-    def from_pem_dir(cls, directory: str | Path) -> "SignerKeys":
-        """Every ``*.pem`` public key in ``directory`` (the provisioning pins); TrustStoreError if none or any is bad."""
+    def from_pem_dir(cls, directory: str | Path) -> SignerKeys:
+        """Every ``*.pem`` public key in ``directory`` (the provisioning pins); TrustStoreError if none or any is
+        bad."""
         directory = Path(directory)
         try:
-            files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix == ".pem" and not p.name.startswith("."))
+            files = sorted(p for p in directory.iterdir()
+                           if p.is_file() and p.suffix == ".pem" and not p.name.startswith("."))
         except OSError as exc:
-            raise TrustStoreError(f"{directory}: cannot list the trust-list signer keys: {exc.strerror or exc}") from exc
+            raise TrustStoreError(
+                f"{directory}: cannot list the trust-list signer keys: {exc.strerror or exc}") from exc
         keys = []
         for path in files:
             try:
@@ -152,7 +156,7 @@ class SignerKeys:
         return cls(keys)
 
     @classmethod
-    def from_spki_list(cls, items: Any, source: str) -> "SignerKeys":
+    def from_spki_list(cls, items: Any, source: str) -> SignerKeys:
         """A non-empty CBOR array of DER SPKIs, as a trust list's ``signers`` and the pin file carry them."""
         if not isinstance(items, (list, tuple)) or not 0 < len(items) <= MAX_SIGNERS:
             raise TrustStoreError(f"{source}: expected 1 to {MAX_SIGNERS} signer keys")
@@ -164,10 +168,10 @@ class SignerKeys:
     def spki_list(self) -> list[bytes]:
         return [key.spki for key in self._keys]
 
-    def __or__(self, other: "SignerKeys") -> "SignerKeys":
+    def __or__(self, other: SignerKeys) -> SignerKeys:
         return SignerKeys((*self._keys, *other._keys))
 
-    def __sub__(self, other: "SignerKeys") -> "SignerKeys":
+    def __sub__(self, other: SignerKeys) -> SignerKeys:
         return SignerKeys(key for key in self._keys if key not in other)
 
     def __contains__(self, key: object) -> bool:

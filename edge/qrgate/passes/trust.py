@@ -23,7 +23,7 @@ import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +86,7 @@ class TrustedKey:
         )
 
     @classmethod
-    def from_certificate(cls, certificate: x509.Certificate, source: str) -> "TrustedKey":
+    def from_certificate(cls, certificate: x509.Certificate, source: str) -> TrustedKey:
         """A DCC document signer certificate as a trusted key; raises TrustStoreError if unusable."""
         der = certificate.public_bytes(serialization.Encoding.DER)
         try:
@@ -149,7 +149,7 @@ class TrustStore:
         self._by_kid = {kid: tuple(found) for kid, found in by_kid.items()}
 
     @classmethod
-    def from_paths(cls, paths: Iterable[str | Path]) -> "TrustStore":
+    def from_paths(cls, paths: Iterable[str | Path]) -> TrustStore:
         """Load every trust file in ``paths`` (files, or directories read one level deep).
 
         In a directory, ``.pem``/``.crt``/``.cer``/``.der`` files are certificates and ``.json`` files
@@ -286,7 +286,7 @@ def _instant(entry: Mapping[str, Any], name: str, where: str) -> float | None:
     except ValueError as exc:
         raise TrustStoreError(f"{where}: {name} is not ISO 8601: {value!r}") from exc
     if instant.tzinfo is None:
-        instant = instant.replace(tzinfo=timezone.utc)
+        instant = instant.replace(tzinfo=UTC)
     seconds = instant.timestamp()
     if not math.isfinite(seconds):
         raise TrustStoreError(f"{where}: {name} is out of range: {value!r}")

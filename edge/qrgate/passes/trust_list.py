@@ -88,7 +88,8 @@ def read_trust_list(signed: SignedList) -> TrustList:
     if signed.signer not in signers:
         # A list that pinned only keys other than the one that made it could lock every gate out of
         # updates with one typo; requiring the signer keeps a working key pinned (docs/trust.md).
-        raise ListRefused(ListOutcome.SIGNER_NOT_LISTED, f"kid {signed.signer.kid.hex()} is not among the list's signers")
+        raise ListRefused(ListOutcome.SIGNER_NOT_LISTED, f"kid {signed.signer.kid.hex()} is not among the list's "
+                                                         "signers")
     return TrustList(
         version=signed.version,
         issued_at=signed.issued_at,
@@ -119,7 +120,8 @@ def _key(entry: Any, where: str) -> TrustedKey:
     if not_before is not None and not_after is not None and not_after < not_before:
         raise ListRefused(ListOutcome.MALFORMED, f"{where}: not_after is before not_before")
     return dataclasses.replace(
-        key, issuer=issuer if issuer is not None else key.issuer, not_before=not_before, not_after=not_after, formats=formats
+        key, issuer=issuer if issuer is not None else key.issuer, not_before=not_before, not_after=not_after,
+        formats=formats
     )
 
 
@@ -130,21 +132,25 @@ def _from_public_key(entry: Mapping[str, Any], where: str) -> TrustedKey:
     if alg_name not in BY_NAME:
         raise ListRefused(ListOutcome.MALFORMED, f"{where}: alg must be one of {', '.join(BY_NAME)}")
     if not isinstance(der, bytes) or len(der) > MAX_PUBLIC_KEY_BYTES:
-        raise ListRefused(ListOutcome.MALFORMED, f"{where}: public_key must be a DER SPKI of at most {MAX_PUBLIC_KEY_BYTES} bytes")
+        raise ListRefused(ListOutcome.MALFORMED, f"{where}: public_key must be a DER SPKI of at most "
+                                                 f"{MAX_PUBLIC_KEY_BYTES} bytes")
     try:
         public_key = serialization.load_der_public_key(der)
     except (ValueError, UnsupportedAlgorithm) as exc:
-        raise ListRefused(ListOutcome.MALFORMED, f"{where}: public_key is not a DER SubjectPublicKeyInfo: {exc}") from None
+        raise ListRefused(ListOutcome.MALFORMED,
+                          f"{where}: public_key is not a DER SubjectPublicKeyInfo: {exc}") from None
     alg, public_key = checked_key(public_key, where)
     if alg != BY_NAME[alg_name]:
-        raise ListRefused(ListOutcome.MALFORMED, f"{where}: alg {alg_name} does not match the public key (a {NAMES[alg]} key)")
+        raise ListRefused(ListOutcome.MALFORMED, f"{where}: alg {alg_name} does not match the public key (a "
+                                                 f"{NAMES[alg]} key)")
     return TrustedKey(kid=kid, alg=alg, public_key=public_key, source=where)
 
 
 def _from_certificate(entry: Mapping[str, Any], where: str) -> TrustedKey:
     der = entry.get("certificate")
     if not isinstance(der, bytes) or len(der) > MAX_CERTIFICATE_BYTES:
-        raise ListRefused(ListOutcome.MALFORMED, f"{where}: certificate must be DER of at most {MAX_CERTIFICATE_BYTES} bytes")
+        raise ListRefused(ListOutcome.MALFORMED, f"{where}: certificate must be DER of at most {MAX_CERTIFICATE_BYTES} "
+                                                 "bytes")
     try:
         certificate = x509.load_der_x509_certificate(der)
     except ValueError as exc:
@@ -152,7 +158,8 @@ def _from_certificate(entry: Mapping[str, Any], where: str) -> TrustedKey:
     key = TrustedKey.from_certificate(certificate, where)
     kid, alg_name = entry.get("kid"), entry.get("alg")
     if kid is not None and kid != key.kid:
-        raise ListRefused(ListOutcome.MALFORMED, f"{where}: kid does not match the certificate's (SHA-256 of its DER, first 8 bytes)")
+        raise ListRefused(ListOutcome.MALFORMED, f"{where}: kid does not match the certificate's (SHA-256 of its DER, "
+                                                 "first 8 bytes)")
     if alg_name is not None and BY_NAME.get(alg_name) != key.alg:
         raise ListRefused(ListOutcome.MALFORMED, f"{where}: alg {alg_name!r} does not match the certificate's key")
     return key

@@ -17,7 +17,8 @@ class Reason(enum.StrEnum):
     UNSUPPORTED_ALGORITHM = "unsupported_algorithm"
     REVOKED = "revoked"  # signature and contents hold, but a signed revocation list names the pass
     TRUST_STALE = "trust_stale"  # would be accepted, but the trust list is too old and the policy is "refuse"
-    CLOCK_UNSYNCHRONISED = "clock_unsynchronised"  # depended on the wall clock, which nothing vouches for ("refuse" policy)
+    # Depended on the wall clock, which nothing vouches for ("refuse" policy).
+    CLOCK_UNSYNCHRONISED = "clock_unsynchronised"
     UNSIGNED_PASS = "unsigned_pass"  # a chip ID card (CCCD) QR while the CCCD policy is off: nothing proves it
     IDENTIFIED = "identified"  # a CCCD QR admitted by policy: the person is identified, the card not verified
     # A DCC that is genuine and in force, refused by the province's validation rules (a signed rule set,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from . import cwt, dcc, qrgate_pass
 from .authority import StalePolicy, TrustAuthority, TrustState
-from .cccd import CccdPolicy, read_cccd
+from .cccd import CCCD_OFF, CccdPolicy, read_cccd
 from .codec import MAX_TEXT_CHARS
 from .cose import Sign1, decode_sign1, verifying_keys
 from .rejection import Rejected
@@ -60,7 +60,7 @@ class PassVerifier:
         *,
         max_age_s: float | None = None,
         stale_policy: StalePolicy | str = StalePolicy.FLAG,
-        cccd: CccdPolicy = CccdPolicy(),
+        cccd: CccdPolicy = CCCD_OFF,
     ) -> None:
         self._authority = trust if isinstance(trust, TrustAuthority) else TrustAuthority.of_store(trust)
         self._clock_skew_s = clock_skew_s

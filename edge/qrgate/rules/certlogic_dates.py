@@ -158,10 +158,7 @@ def plus_time(moment: DateTime, amount: int, unit: str) -> DateTime:
     if abs(amount) > 100_000_000:  # months or years: out of range from any start, refused before the arithmetic
         raise ValueError("date-time out of range (beyond 100,000,000 days from 1970)")
     year, month, date = civil_from_days(day)
-    if unit == "month":
-        day = _make_day(year, month - 1 + amount, date)
-    else:
-        day = _make_day(year + amount, month - 1, date)
+    day = _make_day(year, month - 1 + amount, date) if unit == "month" else _make_day(year + amount, month - 1, date)
     return _checked(day * MS_PER_DAY + ms)
 
 

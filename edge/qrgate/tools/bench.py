@@ -67,7 +67,8 @@ class Timing:
         return 1000.0 / self.mean_ms if self.mean_ms > 0 else float("inf")
 
 
-def _frames(visits: list[Visit], width: int, height: int, count: int, with_code: bool, seed: int) -> tuple[list[np.ndarray], list[str | None]]:
+def _frames(visits: list[Visit], width: int, height: int, count: int, with_code: bool,
+            seed: int) -> tuple[list[np.ndarray], list[str | None]]:
     """``count`` frames rendered by the synthetic scene, each with (or without) a code in view."""
     frames: list[np.ndarray] = []
     truths: list[str | None] = []
@@ -91,7 +92,8 @@ def _decode_timing(decode: Callable[[np.ndarray], Sequence[C]], frames: list[np.
     samples = time_each(decode, frames, repeat)
     decoded = None
     if truths and truths[0] is not None:
-        hits = sum(1 for frame, truth in zip(frames, truths) if any(text_of(code) == truth for code in decode(frame)))
+        hits = sum(1 for frame, truth in zip(frames, truths, strict=True)
+                   if any(text_of(code) == truth for code in decode(frame)))
         decoded = hits / len(frames)
     return Timing(statistics.fmean(samples), statistics.median(samples), decoded)
 
@@ -160,7 +162,8 @@ def _threads_section(frames: list[np.ndarray], out: Callable[[str], None]) -> di
     one_worker_fps = 0.0
     for workers in range(1, 4):
         # Throughput: every frame decoded (wait=True), presence gate off so each frame costs a decode.
-        with ParallelDecoder(build_pipeline(DecoderConfig(presence_gate=False)), lambda f, c: None, workers=workers) as pool:
+        ungated = DecoderConfig(presence_gate=False)
+        with ParallelDecoder(build_pipeline(ungated), lambda f, c: None, workers=workers) as pool:
             start = time.perf_counter()
             for index, grey in enumerate(frames):
                 pool.submit(Frame(grey, 0.0, index), wait=True)
@@ -173,9 +176,10 @@ def _threads_section(frames: list[np.ndarray], out: Callable[[str], None]) -> di
         submitted: dict[int, float] = {}
 
         def delivered(frame: Frame, codes: list[DecodedCode]) -> None:
-            latencies.append(time.perf_counter() - submitted[frame.index])
+            # B023 is safe here: the pool below is closed within this iteration, before the loop rebinds them
+            latencies.append(time.perf_counter() - submitted[frame.index])  # noqa: B023
 
-        with ParallelDecoder(build_pipeline(DecoderConfig(presence_gate=False)), delivered, workers=workers) as pool:
+        with ParallelDecoder(build_pipeline(ungated), delivered, workers=workers) as pool:
             due = time.perf_counter()
             for index, grey in enumerate(frames):
                 due += period
@@ -233,7 +237,8 @@ def run_bench(*, frames_per_case: int = 60, repeat: int = 3, out: Callable[[str]
                 rgb_frames = [cv2.cvtColor(f, cv2.COLOR_GRAY2RGB) for f in frames]
                 case = f"{width}x{height} {'code' if with_code else 'empty'}"
                 base = _decode_timing(naive, rgb_frames, truths, repeat, lambda s: s.data.decode("utf-8", "replace"))
-                rows = {name: _decode_timing(d.decode, frames, truths, repeat, lambda c: c.text) for name, d in decoders.items()}
+                rows = {name: _decode_timing(d.decode, frames, truths, repeat, lambda c: c.text)
+                        for name, d in decoders.items()}
                 rows["naive baseline"] = base
                 decode_results[case] = {
                     name: {"mean_ms": t.mean_ms, "median_ms": t.median_ms, "fps": t.fps, "read": t.decoded}
@@ -241,7 +246,8 @@ def run_bench(*, frames_per_case: int = 60, repeat: int = 3, out: Callable[[str]
                 for name, timing in rows.items():
                     read = "-" if timing.decoded is None else f"{timing.decoded:6.0%}"
                     ratio = base.mean_ms / timing.mean_ms if timing.mean_ms else float("inf")
-                    out(f"{case:22} {name:12} {timing.mean_ms:8.3f} {timing.median_ms:8.3f} {timing.fps:8.0f} {read:>6} {ratio:8.1f}x")
+                    out(f"{case:22} {name:12} {timing.mean_ms:8.3f} {timing.median_ms:8.3f} {timing.fps:8.0f} "
+                        f"{read:>6} {ratio:8.1f}x")
         out("   cascade: zxing-cpp, and the repair ladder only on a QR it located but could not read")
         out("")
 
@@ -342,8 +348,10 @@ def _projection_section(totals: dict[str, dict[str, float]], loop: dict[str, flo
             return f"{v * low:.2f}" if low == high else f"{v * low:.2f}-{v * high:.2f}"
 
         fps_span = f"{loop['fps'] / low:.0f}" if low == high else f"{loop['fps'] / high:.0f}-{loop['fps'] / low:.0f}"
-        out(f"  {board} ({low:g}x{'' if low == high else f'-{high:g}x'}): empty frame {span(totals['pipeline']['empty_mean_ms'])} ms "
-            f"(zxing bare {span(totals['zxing']['empty_mean_ms'])}), code frame median {span(totals['pipeline']['code_median_ms'])} ms, "
+        out(f"  {board} ({low:g}x{'' if low == high else f'-{high:g}x'}): empty frame "
+            f"{span(totals['pipeline']['empty_mean_ms'])} ms "
+            f"(zxing bare {span(totals['zxing']['empty_mean_ms'])}), code frame median "
+            f"{span(totals['pipeline']['code_median_ms'])} ms, "
             f"mean {span(totals['pipeline']['code_mean_ms'])} ms; hard-stream loop {fps_span} frames/s, "
             f"CPU {span(loop['cpu_ms_per_frame'])} ms/frame")
         projections[board] = {"slowdown": [low, high]}

@@ -92,7 +92,7 @@ def view_section(view: str, photos: list[Photo], chains: Mapping[str, Callable[[
     ms: dict[str, list[float]] = {}
     for name, decode in (("bare", None), *chains.items()):
         read[name], ms[name] = [], []
-        for photo, image in zip(photos, images):
+        for photo, image in zip(photos, images, strict=True):
             start = time.perf_counter()
             if decode is None:
                 found = [code.text for code in zxingcpp.read_barcodes(image)]
@@ -103,7 +103,8 @@ def view_section(view: str, photos: list[Photo], chains: Mapping[str, Callable[[
     conditions = sorted({photo.condition for photo in photos})
 
     def rate(name: str, condition: str | None = None) -> float:
-        hits = [r for r, photo in zip(read[name], photos) if condition is None or photo.condition == condition]
+        hits = [r for r, photo in zip(read[name], photos, strict=True)
+                if condition is None or photo.condition == condition]
         return 100.0 * statistics.fmean(hits)
 
     chain_results: dict[str, dict[str, object]] = {}
@@ -116,7 +117,7 @@ def view_section(view: str, photos: list[Photo], chains: Mapping[str, Callable[[
 
     out(row(view, "bare"))
     for name in chains:
-        missed = [photo.name for photo, b, r in zip(photos, read["bare"], read[name]) if b and not r]
+        missed = [photo.name for photo, b, r in zip(photos, read["bare"], read[name], strict=True) if b and not r]
         pooled_gain = rate(name) - rate("bare")
         mean_gain = statistics.fmean(rate(name, c) - rate("bare", c) for c in conditions)
         worst = min(conditions, key=lambda c: rate(name, c) - rate("bare", c))

@@ -146,7 +146,8 @@ def _run_wear_child(directory: Path, mode: str, count: int,
 def outbox_wear(directory: Path, out: Callable[[str], None], count: int = WEAR_EVENTS) -> WearResults:
     strace = shutil.which("strace")
     runs = {mode: _run_wear_child(directory, mode, count, strace) for mode in _WEAR_MODES}
-    syncs = {mode: (None if calls is None else calls["fsync"] + calls["fdatasync"]) for mode, (_, calls) in runs.items()}
+    syncs = {mode: (None if calls is None else calls["fsync"] + calls["fdatasync"])
+             for mode, (_, calls) in runs.items()}
 
     def per_event(phase_of: str, phase: str, key: str) -> float:
         return runs[phase_of][0][phase][key] / count
@@ -321,7 +322,7 @@ def bench_uplink(*, backlog: int = 10_000, out: Callable[[str], None] = print) -
     try:
         return _bench(backlog, out, getattr(MqttConfig(), "max_backlog_rate", None))
     finally:
-        for logger, level in zip(quiet, levels):
+        for logger, level in zip(quiet, levels, strict=True):
             logger.setLevel(level)
 
 
@@ -333,7 +334,8 @@ def _bench(backlog: int, out: Callable[[str], None], default_rate: float | None)
         seed = root / "backlog.sqlite"
         append_rate = _build_backlog(seed, backlog)
         results["append_per_s"] = append_rate
-        out(f"backlog of {backlog} events after an outage: loopback Mosquitto, max_inflight 20, clock from the broker's start")
+        out(f"backlog of {backlog} events after an outage: loopback Mosquitto, max_inflight 20, clock from the "
+            "broker's start")
         out(f"   (stored at {append_rate:.0f} events/s, one fsync'd transaction each: the gate's own ceiling)")
         header = (f"{'mode':28} {'limit/s':>8} {'first':>7} {'acked':>8} {'at sub':>8} {'events/s':>9} "
                   f"{'vs limit':>9} {'dups':>5}")

@@ -128,7 +128,8 @@ class MosquittoBroker:
         self._process: subprocess.Popen[bytes] | None = None
 
     @classmethod
-    def from_config_file(cls, config_path: Path, *, port: int, log_path: Path, host: str = "127.0.0.1") -> "MosquittoBroker":
+    def from_config_file(cls, config_path: Path, *, port: int, log_path: Path,
+                         host: str = "127.0.0.1") -> MosquittoBroker:
         """A broker that runs ``config_path`` exactly as it is (a site or provincial broker
         configuration rendered by ``qrgate_provisioning.brokerconf``), never rewriting it.
 
@@ -157,7 +158,8 @@ class MosquittoBroker:
         lines = [
             "# Rendered by qrgate.tools.broker for a private loopback broker; edits are overwritten.",
             f"listener {self.port} {self.host}",
-            f"allow_anonymous {'false' if self.password_file or (self.tls and self.tls.require_certificate) else 'true'}",
+            "allow_anonymous "
+            f"{'false' if self.password_file or (self.tls and self.tls.require_certificate) else 'true'}",
             f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.workdir}/",
             f"log_dest file {self.log_path}",
@@ -190,7 +192,7 @@ class MosquittoBroker:
             lines.append(self.extra_config.rstrip("\n"))
         return "\n".join(lines) + "\n"
 
-    def start(self) -> "MosquittoBroker":
+    def start(self) -> MosquittoBroker:
         """Start mosquitto and wait until it accepts connections; BrokerError (with its log) if not."""
         if not self.running:
             self._start(may_change_port=self._auto_port)
@@ -237,7 +239,8 @@ class MosquittoBroker:
             time.sleep(0.05)
         self.kill()
         raise BrokerError(
-            f"mosquitto did not accept connections on {self.host}:{self.port} within {_READY_TIMEOUT_S:.0f} s:\n{self.log_tail()}"
+            f"mosquitto did not accept connections on {self.host}:{self.port} within {_READY_TIMEOUT_S:.0f} "
+            f"s:\n{self.log_tail()}"
         )
 
     def _logged_running(self, offset: int) -> bool:
@@ -310,7 +313,7 @@ class MosquittoBroker:
                 parts.append("\n".join(text.splitlines()[-lines:]))
         return "\n".join(parts) or "(mosquitto wrote no log)"
 
-    def __enter__(self) -> "MosquittoBroker":
+    def __enter__(self) -> MosquittoBroker:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -221,7 +221,8 @@ def _run_with_broker(broker: MosquittoBroker, root: Path, *, headless: bool, as_
         index = source.truth(presentation.frame.index) if source is not None else None
         label = visitors[index].label if index is not None else "a code"
         if index is not None and presentation.reason != visitors[index].expected:
-            log.mismatches.append(f"visitor {index + 1}: expected {visitors[index].expected}, got {presentation.reason}")
+            log.mismatches.append(
+                f"visitor {index + 1}: expected {visitors[index].expected}, got {presentation.reason}")
         repeat = " (repeat: feedback only, no new event)" if presentation.action is Action.REPEAT else ""
         event = f" event seq {presentation.event.seq}" if presentation.event else ""
         line = f"{_MARK[presentation.outcome]} {presentation.reason:22} {verdict.format:7} {label}{event}{repeat}"
@@ -278,7 +279,8 @@ def _write_pass_images(visitors: list[DemoVisitor], directory: Path) -> Path:
 
 
 class _LiveView:
-    def __init__(self, service: GateService, log: DemoLog, subscriber: EventSubscriber, broker: MosquittoBroker) -> None:
+    def __init__(self, service: GateService, log: DemoLog, subscriber: EventSubscriber,
+                 broker: MosquittoBroker) -> None:
         self._service, self._log, self._subscriber, self._broker = service, log, subscriber, broker
         self._feedback_view = FeedbackView(service.feedback)
 
@@ -307,8 +309,8 @@ class _LiveView:
 def _print_summary(console: Console, summary: DemoSummary) -> None:
     table = Table(title="demo summary", show_header=False)
     figures: Mapping[str, object] = summary  # read by name below
-    for key in ("visitors", "presentations", "accepted", "rejected", "events_stored", "events_published", "events_received",
-                "duplicates_received", "lost", "seconds"):
+    for key in ("visitors", "presentations", "accepted", "rejected", "events_stored", "events_published",
+                "events_received", "duplicates_received", "lost", "seconds"):
         table.add_row(key.replace("_", " "), str(figures[key]))
     console.print(table)
     if summary["mismatches"]:

@@ -49,7 +49,8 @@ def bench_revocation(n: int = 1_000_000, *, lookups: int = 20_000, seed: int = 7
     signer = new_list_signer("EdDSA")
     now = int(time.time())
     entries = [hashes[offset:offset + HASH_BYTES] for offset in range(0, len(hashes), HASH_BYTES)]
-    document = build_revocation_snapshot(signer, {HashType.UCI: entries}, version=1, issued_at=now, expires_at=now + 3600)
+    document = build_revocation_snapshot(signer, {HashType.UCI: entries}, version=1, issued_at=now,
+                                         expires_at=now + 3600)
     del entries
     updates_log = logging.getLogger("qrgate.trust_updates")
     log_level = updates_log.level
@@ -76,9 +77,11 @@ def bench_revocation(n: int = 1_000_000, *, lookups: int = 20_000, seed: int = 7
     if out is not None:
         mib = 1024 * 1024
         out(f"revocation, {n:,} entries:")
-        out(f"   index: built in {build_s * 1000:.0f} ms (peak {build_peak / mib:.1f} MiB traced), keeps {index.nbytes / mib:.1f} MiB")
+        out(f"   index: built in {build_s * 1000:.0f} ms (peak {build_peak / mib:.1f} MiB traced), keeps "
+            f"{index.nbytes / mib:.1f} MiB")
         out(f"   lookup: hit {results['revocation_lookup_hit_us_median']:.2f} µs median "
-            f"({results['revocation_lookup_hit_us_p99']:.2f} p99), miss {results['revocation_lookup_miss_us_median']:.2f} µs "
+            f"({results['revocation_lookup_hit_us_p99']:.2f} p99), miss "
+            f"{results['revocation_lookup_miss_us_median']:.2f} µs "
             f"({results['revocation_lookup_miss_us_p99']:.2f} p99)")
         out(f"   signed snapshot of {len(document) / mib:.1f} MiB: accepted in {accept_s * 1000:.0f} ms "
             f"(peak {accept_peak / mib:.1f} MiB traced), state loaded at start-up in {load_s * 1000:.0f} ms")

@@ -24,7 +24,7 @@ class OutputStates:
     relay: bool | None  # None: no relay fitted
 
     @classmethod
-    def read(cls, feedback: GateFeedback) -> "OutputStates":
+    def read(cls, feedback: GateFeedback) -> OutputStates:
         """The current states; all off once the feedback is closed (a live display may outlive it)."""
         try:
             relay = feedback.relay

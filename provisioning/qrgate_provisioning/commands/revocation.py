@@ -98,8 +98,8 @@ def _read_hashes(args: argparse.Namespace, role: str) -> dict[HashType, list[byt
     for stem, (_, to_hashes) in HASH_INPUTS.items():
         for path in getattr(args, f"{role}_{stem}"):
             with path.open(encoding="utf-8") as lines:
-                for number, line in enumerate(lines, start=1):
-                    line = line.strip()
+                for number, raw in enumerate(lines, start=1):
+                    line = raw.strip()
                     if not line or line.startswith("#"):
                         continue
                     try:

@@ -30,12 +30,12 @@ from .summary import SiteDay, daily_summary, local_day_bounds
 __all__ = [
     "BATCH_MAX",
     "DEFAULT_GROUP",
+    "SESSION_EXPIRY_S",
     "Consumer",
     "ConsumerStats",
     "ConsumerTls",
     "EventStore",
     "PostgresStore",
-    "SESSION_EXPIRY_S",
     "SiteDay",
     "SqliteStore",
     "daily_summary",

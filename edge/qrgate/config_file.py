@@ -1,0 +1,122 @@
+"""Reading the device configuration: TOML text to a validated GateConfig (config.py), with every problem reported
+at once as ``file:line: dotted.key: message``, and the defaults rendered back as commented TOML.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
+
+from .config import GateConfig
+from .errors import ConfigError
+
+
+def _key_lines(text: str) -> dict[tuple[str, ...], int]:
+    """Map dotted key paths to the 1-based line where they are written.
+
+    tomllib gives no positions, and a message a technician can act on needs the line. This
+    understands the TOML a person writes in this file: [table] headers, [[array]] headers and
+    ``key = value`` lines with bare, quoted or dotted keys; anything else just has no line.
+    """
+    lines: dict[tuple[str, ...], int] = {}
+    table: tuple[str, ...] = ()
+    header = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+    assignment = re.compile(r"^\s*([A-Za-z0-9_\-\.\"' ]+?)\s*=")
+    for number, line in enumerate(text.splitlines(), start=1):
+        match = header.match(line)
+        if match:
+            table = tuple(part.strip().strip("\"'") for part in match.group(1).split("."))
+            lines.setdefault(table, number)
+            continue
+        match = assignment.match(line)
+        if match:
+            key = tuple(part.strip().strip("\"'") for part in match.group(1).split("."))
+            lines.setdefault(table + key, number)
+    return lines
+
+
+def _locate(loc: tuple[str | int, ...], key_lines: dict[tuple[str, ...], int]) -> int | None:
+    path = tuple(str(part) for part in loc)
+    while path:
+        if path in key_lines:
+            return key_lines[path]
+        path = path[:-1]
+    return None
+
+
+def parse_config(text: str, source: str = "<config>") -> GateConfig:
+    """Validate TOML text; raise ConfigError listing every problem as ``source:line: key: message``."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    try:
+        return GateConfig.model_validate(data)
+    except ValidationError as exc:
+        key_lines = _key_lines(text)
+        problems = []
+        for error in exc.errors():
+            loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and part.startswith("function-")))
+            dotted = ".".join(str(part) for part in loc) or "(top level)"
+            line = _locate(loc, key_lines)
+            where = f"{source}:{line}" if line else source
+            message = error["msg"]
+            if error["type"] == "extra_forbidden":
+                message = "unknown key (check the spelling; see `qrgate check-config --print-defaults`)"
+            problems.append(f"{where}: {dotted}: {message}")
+        raise ConfigError(f"{len(problems)} problem(s) in {source}:\n" + "\n".join(problems)) from None
+
+
+def load_config(path: str | Path) -> GateConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    return parse_config(text, str(path))
+
+
+def render_defaults() -> str:
+    """The default configuration as commented TOML: every field with its description."""
+    out: list[str] = ["# qrgate configuration: every key with its default and what it means.", ""]
+
+    def emit(model: type[BaseModel], instance: BaseModel, table: str) -> None:
+        nested: list[tuple[str, type[BaseModel], BaseModel]] = []
+        out.append(f"[{table}]")
+        for name, field in model.model_fields.items():
+            value = getattr(instance, name)
+            if isinstance(value, BaseModel):
+                nested.append((name, type(value), value))
+                continue
+            out.append(f"# {field.description}")
+            out.append(f"{'# ' if value is None else ''}{name} = {_toml_value(value)}")
+        out.append("")
+        for name, sub_model, sub_value in nested:
+            emit(sub_model, sub_value, f"{table}.{name}")
+
+    defaults = GateConfig()
+    for name in GateConfig.model_fields:
+        section = getattr(defaults, name)
+        emit(type(section), section, name)
+    return "\n".join(out)
+
+
+def _toml_value(value: object) -> str:
+    if value is None:
+        return '""'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key} = {_toml_value(item)}" for key, item in value.items()) + "}"
+    raise TypeError(f"no TOML rendering for {type(value).__name__}")
