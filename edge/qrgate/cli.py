@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "demo": "demo",
     "bench": "bench",
     "scan": "scan",
+    "self-test": "self_test",
 }
 
 

@@ -17,10 +17,12 @@ _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 # Rungs in the whole repair ladder (decoding.cascade.default_attempts with every decoder installed; a test keeps
 # the two equal): max_repairs = LADDER_RUNGS runs them all, as ``qrgate scan`` does.
 LADDER_RUNGS = 11
+MAX_STATIC_DECODE_GAP_S = 5.0  # see GateConfig._static_scene_still_decoded
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # strict: a string where a boolean or a number goes is an error, not a guess ("off" is not False).
+    model_config = ConfigDict(extra="forbid", validate_default=True, strict=True)
 
 
 class DeviceConfig(_Section):
@@ -30,11 +32,14 @@ class DeviceConfig(_Section):
     gate: str = Field("main", min_length=1, max_length=64,
                       description="Gate name within the site, e.g. 'north-entrance'.")
     direction: Literal["in", "out"] = Field("in", description="Whether the gate checks people in or out.")
+    mode: Literal["gate", "demo"] = Field(
+        "gate", description="'gate': a real gate, whose config file must name its device id, site and camera (a real "
+        "one); 'demo': a bench-top or demo gate, which may run the synthetic scene (qrgate run --demo says the same).")
 
 
 class CameraConfig(_Section):
     source: Literal["picamera2", "usb", "files", "video", "synthetic"] = Field(
-        "synthetic", description="Where frames come from: the Pi camera, a USB/V4L2 camera, image files, a video file, "
+        "picamera2", description="Where frames come from: the Pi camera, a USB/V4L2 camera, image files, a video file, "
                                  "or the synthetic gate scene."
     )
     width: int = Field(640, ge=160, le=4096, description="Width of the grey image the decoder sees (the Pi camera's "
@@ -313,3 +318,13 @@ class GateConfig(_Section):
     cccd: CccdConfig = Field(default_factory=CccdConfig, description="Chip citizen ID cards for people without a "
                                                                      "signed pass.")
     service: ServiceConfig = Field(default_factory=ServiceConfig, description="Daemon housekeeping.")
+
+    @model_validator(mode="after")
+    def _static_scene_still_decoded(self) -> GateConfig:
+        # The watchdog counts decoded frames as progress (service.py): a static scene must still be decoded
+        # well within the unit's WatchdogSec (20 s, fed every 10 s), or a healthy gate would be restarted.
+        every_s = self.decoder.decode_every / self.camera.fps
+        if every_s > MAX_STATIC_DECODE_GAP_S:
+            raise ValueError(f"decoder.decode_every = {self.decoder.decode_every} at camera.fps = {self.camera.fps:g} "
+                             f"decodes a static scene every {every_s:.1f} s; at most {MAX_STATIC_DECODE_GAP_S:g} s")
+        return self

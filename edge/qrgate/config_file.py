@@ -47,16 +47,21 @@ def _locate(loc: tuple[str | int, ...], key_lines: dict[tuple[str, ...], int]) -
     return None
 
 
-def parse_config(text: str, source: str = "<config>") -> GateConfig:
-    """Validate TOML text; raise ConfigError listing every problem as ``source:line: key: message``."""
+def parse_config(text: str, source: str = "<config>", *, demo: bool = False) -> GateConfig:
+    """Validate TOML text; raise ConfigError listing every problem as ``source:line: key: message``.
+
+    A real gate's file (``device.mode = "gate"``, the default, and not ``demo``) must also name its device id,
+    site and camera, and the camera may not be the synthetic scene: an empty or truncated file would otherwise
+    run a demo gate under the built-in identity and publish its test-card events to the province.
+    """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    key_lines = _key_lines(text)
     try:
-        return GateConfig.model_validate(data)
+        config = GateConfig.model_validate(data)
     except ValidationError as exc:
-        key_lines = _key_lines(text)
         problems = []
         for error in exc.errors():
             loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and part.startswith("function-")))
@@ -68,9 +73,32 @@ def parse_config(text: str, source: str = "<config>") -> GateConfig:
                 message = "unknown key (check the spelling; see `qrgate check-config --print-defaults`)"
             problems.append(f"{where}: {dotted}: {message}")
         raise ConfigError(f"{len(problems)} problem(s) in {source}:\n" + "\n".join(problems)) from None
+    if not demo and config.device.mode == "gate":
+        problems = _unnamed_in_a_gate(data, config, key_lines, source)
+        if problems:
+            raise ConfigError(f"{len(problems)} problem(s) in {source}:\n" + "\n".join(problems))
+    return config
 
 
-def load_config(path: str | Path) -> GateConfig:
+def _unnamed_in_a_gate(data: dict[str, object], config: GateConfig, key_lines: dict[tuple[str, ...], int],
+                       source: str) -> list[str]:
+    """What a real gate's file leaves to the built-in demo values."""
+    problems = []
+    hint = '(or set device.mode = "demo" for a bench-top gate)'
+    for section, key, what in (("device", "id", "its device id"), ("device", "site_id", "its site"),
+                               ("camera", "source", "its camera")):
+        table = data.get(section)
+        if not isinstance(table, dict) or key not in table:
+            problems.append(f"{source}: {section}.{key}: missing: a gate's config must name {what} {hint}")
+    if config.camera.source == "synthetic" and not problems:
+        line = key_lines.get(("camera", "source"))
+        where = f"{source}:{line}" if line else source
+        problems.append(f'{where}: camera.source: "synthetic" is the demo scene, not a camera {hint}')
+    return problems
+
+
+def load_config(path: str | Path, *, demo: bool = False) -> GateConfig:
+    """The configuration in ``path`` (see ``parse_config``; ``demo`` allows a demo gate's file)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -78,7 +106,7 @@ def load_config(path: str | Path) -> GateConfig:
         raise ConfigError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
-    return parse_config(text, str(path))
+    return parse_config(text, str(path), demo=demo)
 
 
 def render_defaults() -> str:

@@ -19,8 +19,8 @@ from gpiozero import LED, Buzzer, DigitalOutputDevice
 from gpiozero.pins import Factory
 from gpiozero.pins.mock import MockFactory
 
-from .board import BoardProfile, OutputPin
-from .config import PatternConfig
+from .board import BoardProfile, OutputPin, load_board_profile
+from .config import FeedbackConfig, PatternConfig
 from .errors import FeedbackUnavailable
 
 _Device = TypeVar("_Device", bound=DigitalOutputDevice)
@@ -43,12 +43,28 @@ def default_pin_factory(mock: bool) -> Factory | None:
     return MockFactory() if mock else None
 
 
+def configured_profile(feedback: FeedbackConfig) -> BoardProfile:
+    """The ``[feedback]`` section's board profile with its pin overrides (no relay unless ``relay`` is on)."""
+    pins: dict[str, int | None] = dict(feedback.pins)
+    if not feedback.relay:
+        pins["relay"] = None
+    return load_board_profile(feedback.board, pins, feedback.relay_active_low)
+
+
 class GateFeedback:
     """The gate's outputs, driven from a board profile. Context manager; ``close()`` is idempotent.
 
     ``pin_factory`` is gpiozero's seam: None uses gpiozero's default (lgpio on a Pi 5, and whatever
     ``GPIOZERO_PIN_FACTORY`` names), a MockFactory records pin levels instead of driving hardware.
     """
+
+    @classmethod
+    def from_config(cls, feedback: FeedbackConfig, pin_factory: Factory | None = None) -> GateFeedback:
+        """The outputs a ``[feedback]`` section describes; ``pin_factory`` None: mock pins if it says so, else
+        gpiozero's default."""
+        if pin_factory is None:
+            pin_factory = default_pin_factory(mock=feedback.mock_pins)
+        return cls(configured_profile(feedback), pin_factory=pin_factory, patterns=feedback.patterns)
 
     def __init__(
         self,

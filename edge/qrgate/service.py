@@ -20,16 +20,16 @@ from pathlib import Path
 from gpiozero.pins import Factory
 
 from . import __version__, wire
-from .board import load_board_profile
 from .clock import Clock, SystemClock
-from .config import CameraConfig, GateConfig, RulesConfig
+from .config import GateConfig, RulesConfig
 from .decision import Decider
 from .decoding.factory import build_pipeline
 from .decoding.parallel import ParallelDecoder
 from .decoding.pipeline import FramePipeline
 from .errors import ConfigError, FrameSourceError, OutboxError
-from .feedback import GateFeedback, default_pin_factory
+from .feedback import GateFeedback
 from .frames.base import FrameSource
+from .frames.build import build_frame_source
 from .gate import Gate, Presentation
 from .notify import SystemdNotifier
 from .outbox import Outbox
@@ -44,46 +44,7 @@ from .uplink import Uplink
 
 log = logging.getLogger(__name__)
 
-SYNTHETIC_TEST_CARD = "qrgate synthetic test card"
-
-
-def build_frame_source(camera: CameraConfig) -> FrameSource:
-    """The configured camera. Imports each backend lazily: picamera2 only exists on a Pi."""
-    if camera.source == "picamera2":
-        from .frames.picamera import PiCameraSource
-
-        return PiCameraSource(
-            width=camera.width, height=camera.height, fps=camera.fps,
-            max_exposure_us=camera.max_exposure_us, autofocus=camera.autofocus,
-        )
-    if camera.source == "usb":
-        from .frames.opencv import UsbCamera
-
-        return UsbCamera(camera.usb_device, width=camera.width, height=camera.height, fps=camera.fps)
-    if camera.source == "files":
-        from .frames.opencv import FileSource
-
-        assert camera.path is not None  # CameraConfig refuses this source without a path
-        return FileSource(camera.path, loop=camera.loop)
-    if camera.source == "video":
-        from .frames.opencv import VideoFileSource
-
-        assert camera.path is not None  # as for files
-        return VideoFileSource(camera.path, loop=camera.loop)
-    from .frames.synthetic import SyntheticGate, Visit, load_script
-
-    if camera.path:
-        script, loop = load_script(camera.path), camera.loop
-    else:
-        # No visitor script: a looping test card, so a bench-top gate shows the loop is alive (red, not_a_pass).
-        script, loop = [Visit(SYNTHETIC_TEST_CARD)], True
-    return SyntheticGate(
-        script, width=camera.width, height=camera.height, fps=camera.fps,
-        realtime=True, seed=camera.seed, loop=loop,
-    )
-
-
-def _cccd_policy(config: GateConfig) -> CccdPolicy:
+def cccd_policy(config: GateConfig) -> CccdPolicy:
     """The CCCD policy with the province's hash key read from its file (which must not be world-readable)."""
     cccd = config.cccd
     if not cccd.enabled:
@@ -136,7 +97,7 @@ class GateService:
             self.trust_updates, self.authority = self._open_trust()
             self.outbox = Outbox(Path(config.outbox.path), max_bytes=config.outbox.max_mb * 1024 * 1024)
             self._closers.append(self.outbox.close)
-            self.feedback = self._open_feedback(pin_factory)
+            self.feedback = GateFeedback.from_config(config.feedback, pin_factory)
             self._closers.append(self.feedback.close)
             self.uplink = self._build_uplink() if config.mqtt.enabled else None
             self.source = source if source is not None else build_frame_source(config.camera)
@@ -167,17 +128,6 @@ class GateService:
             return updates, updates.authority
         return None, TrustAuthority.of_store(TrustStore.from_paths(trust.paths), rules=rules)
 
-    def _open_feedback(self, pin_factory: Factory | None) -> GateFeedback:
-        """LEDs, buzzer and relay on the configured board's pins (gpiozero's default factory unless handed one)."""
-        feedback = self.config.feedback
-        pin_overrides: dict[str, int | None] = dict(feedback.pins)
-        if not feedback.relay:
-            pin_overrides["relay"] = None
-        profile = load_board_profile(feedback.board, pin_overrides, feedback.relay_active_low)
-        if pin_factory is None:
-            pin_factory = default_pin_factory(mock=feedback.mock_pins)
-        return GateFeedback(profile, pin_factory=pin_factory, patterns=feedback.patterns)
-
     def _build_gate(self, pipeline: FramePipeline, on_outcome: Callable[[Presentation], None] | None) -> Gate:
         """The per-frame path (gate.py) over the parts opened before it."""
         config, trust = self.config, self.config.trust
@@ -185,7 +135,7 @@ class GateService:
         return Gate(
             decoder=pipeline,
             verifier=PassVerifier(self.authority, clock_skew_s=trust.clock_skew_s, max_age_s=trust.max_age_h * 3600,
-                                  stale_policy=trust.stale_policy, cccd=_cccd_policy(config)),
+                                  stale_policy=trust.stale_policy, cccd=cccd_policy(config)),
             decider=Decider(presence_gap_s=config.decision.presence_gap_s,
                             repeat_window_s=config.decision.repeat_window_s),
             outbox=self.outbox,
@@ -275,14 +225,17 @@ class GateService:
     def _capture_loop(self) -> None:
         config = self.config.service
         source, gate, notifier, stop = self.source, self.gate, self.notifier, self._stop
-        source.start()
+        try:
+            source.start()
+        except FrameSourceError as exc:  # a camera missing at start-up is recovered like one that vanished
+            self._recover_camera(exc, 1)
         watchdog_every = notifier.watchdog_interval_s()
         watchdog_every = watchdog_every / 2 if watchdog_every else None
         next_watchdog = next_status = 0.0
         ready = False
         camera_failures = 0
         decoders = self.decoders
-        handled_at_last_watchdog = -1
+        decoded_at_last_watchdog = -1
         while not stop.is_set():
             try:
                 frame = source.read(timeout=0.5)
@@ -309,20 +262,17 @@ class GateService:
                 notifier.ready()
                 log.info("camera delivering frames; gate %s ready", self.config.device.id)
             if watchdog_every is not None and now >= next_watchdog:
-                # Progress means frames decoded and acted on, not frames captured: a hung decoder
-                # behind a healthy camera must still trip the watchdog.
-                handled = self._frames_handled()
-                if handled > handled_at_last_watchdog:
+                # Progress means frames decoded and acted on, not frames captured nor frames the presence
+                # gate skipped: a hung decoder behind a healthy camera must trip the watchdog. A healthy
+                # one decodes at least every decoder.decode_every-th frame even in a static scene.
+                decoded = self.gate.stats.frames
+                if decoded > decoded_at_last_watchdog:
                     notifier.watchdog()
-                    handled_at_last_watchdog = handled
+                    decoded_at_last_watchdog = decoded
                 next_watchdog = now + watchdog_every
             if now >= next_status:
                 notifier.status(self.status_line())
                 next_status = now + config.status_interval_s
-
-    def _frames_handled(self) -> int:
-        skipped = self.decoders.frames_skipped if self.decoders is not None else 0
-        return self.gate.stats.frames + skipped
 
     def _watch_drop_dir(self, updates: TrustUpdates, drop_dir: Path) -> None:
         """Offer list files dropped by a technician (or a sync job at a site without network)."""
@@ -337,16 +287,29 @@ class GateService:
                 return
 
     def _recover_camera(self, exc: FrameSourceError, failures: int) -> None:
+        """Free the failed camera, then reopen it with backoff (0.5 s x 2^failures, at most 30 s) until it is back
+        or the service stops; one log line per failure. No watchdog ping here: a camera that never returns trips it."""
+        source = self.source
+        stop_capture = getattr(source, "stop", None) or source.close  # no stop(): only a non-final close() recovers
         delay = min(30.0, 0.5 * 2 ** min(failures, 6))
-        log.error("camera failed (%s); reopening in %.1f s", exc, delay)
-        self.notifier.status(f"camera failed: {exc}; retrying")
-        self.source.close()
-        if self._stop.wait(delay):
+        log.error("camera failed: %s; reopening in %.1f s", exc, delay)
+        attempt = 0
+        while True:
+            stop_capture()  # free the device now: a replugged USB camera gets its old /dev/video* node back
+            self.notifier.status(f"camera failed: {exc}; retrying in {delay:.1f} s")
+            if self._stop.wait(delay):
+                return
+            attempt += 1
+            try:
+                source.start()
+            except FrameSourceError as again:
+                exc, failures = again, failures + 1
+                delay = min(30.0, 0.5 * 2 ** min(failures, 6))
+                log.error("camera still unavailable (attempt %d): %s; next attempt in %.1f s", attempt, exc, delay)
+                continue
+            log.info("camera recovered: reopened at attempt %d", attempt)
+            self.notifier.status("camera recovered; reading frames again")
             return
-        try:
-            self.source.start()
-        except FrameSourceError as again:
-            log.error("camera still unavailable: %s", again)
 
     def status_line(self) -> str:
         stats = self.gate.stats

@@ -20,12 +20,15 @@ def add_parser(subparsers: Subcommands) -> None:
         "Refuses to start on an invalid configuration. Stops cleanly on SIGTERM/SIGINT.",
     )
     parser.add_argument("--config", "-c", required=True, help="the TOML configuration file")
+    parser.add_argument("--demo", action="store_true",
+                        help="allow a demo gate's config: the built-in identity and the synthetic scene (as "
+                        'device.mode = "demo"); never for a gate in the field')
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, demo=args.demo)
     except QrgateError as exc:
         print(exc, file=sys.stderr)
         return 1

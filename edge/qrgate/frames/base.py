@@ -22,7 +22,11 @@ class Frame:
 
 
 class FrameSource(Protocol):
-    """A camera or stand-in. Context manager; ``close()`` is idempotent.
+    """A camera or stand-in. Context manager.
+
+    ``start()`` opens the device, ``stop()`` frees it and ``start()`` may open it again (how the
+    service recovers a camera that failed); frame indices and ``frames_dropped`` carry on across
+    that. ``close()`` is final and idempotent: ``start()`` after it raises FrameSourceError.
 
     Live sources run their capture loop on their own thread and keep only the newest frame
     ("latest frame wins"): a frame not read before the next one arrives is dropped and counted.
@@ -35,7 +39,11 @@ class FrameSource(Protocol):
         """Whether frames are stamped with time.monotonic() at capture (a camera), not simulated time."""
 
     def start(self) -> None:
-        """Open the device and begin capturing. Raises CameraUnavailable/FrameSourceError."""
+        """Open the device and begin capturing; nothing if running. Raises CameraUnavailable/FrameSourceError,
+        after which the source is stopped and ``start()`` may be tried again."""
+
+    def stop(self) -> None:
+        """Stop capturing and free the device, not for good; idempotent. ``read`` raises until the next ``start()``."""
 
     def read(self, timeout: float = 1.0) -> Frame | None:
         """The newest frame not yet returned, waiting up to ``timeout`` s; None if none came.
@@ -46,9 +54,10 @@ class FrameSource(Protocol):
 
     @property
     def frames_dropped(self) -> int:
-        """Frames captured but replaced by a newer one before anyone read them."""
+        """Frames captured but replaced by a newer one before anyone read them, since the source was made."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Stop capturing and free the device for good; idempotent."""
 
     def __enter__(self) -> FrameSource: ...
 

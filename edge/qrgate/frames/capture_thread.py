@@ -20,12 +20,16 @@ CaptureFn = Callable[[np.ndarray, int], "float | None"]
 
 
 class CaptureThread:
-    """Calls ``capture`` in a loop until stopped, publishing each frame to ``slot``."""
+    """Calls ``capture`` in a loop until stopped, publishing each frame to ``slot``.
 
-    def __init__(self, name: str, slot: LatestFrameSlot, capture: CaptureFn) -> None:
+    Frames are numbered from ``first_index`` (a restarted source carries on where its last thread stopped).
+    """
+
+    def __init__(self, name: str, slot: LatestFrameSlot, capture: CaptureFn, first_index: int = 0) -> None:
         self._name = name
         self._slot = slot
         self._capture = capture
+        self._index = first_index
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"capture-{name}", daemon=True)
 
@@ -33,6 +37,11 @@ class CaptureThread:
     def stopping(self) -> threading.Event:
         """Set when the loop should end; a blocking capture function may wait on it."""
         return self._stop
+
+    @property
+    def next_index(self) -> int:
+        """The index the next published frame gets: where a successor thread should start counting."""
+        return self._index
 
     def start(self) -> None:
         self._thread.start()
@@ -45,15 +54,14 @@ class CaptureThread:
         return not self._thread.is_alive()
 
     def _run(self) -> None:
-        index = 0
         try:
             while not self._stop.is_set():
                 grey = self._slot.acquire()
-                captured_at = self._capture(grey, index)
+                captured_at = self._capture(grey, self._index)
                 if captured_at is None:
                     continue
-                self._slot.publish(grey, captured_at, index)
-                index += 1
+                self._slot.publish(grey, captured_at, self._index)
+                self._index += 1
         except EOFError:
             self._slot.finish()
         except FrameSourceError as exc:

@@ -66,31 +66,27 @@ class UsbCamera(LiveFrameSource):
         v4l2_device = isinstance(self._device, int) or self._device.startswith("/dev/video")
         return cv2.CAP_V4L2 if v4l2_device and sys.platform.startswith("linux") else cv2.CAP_ANY
 
-    def start(self) -> None:
-        with self._lock:
-            if self._closed:
-                raise FrameSourceError(f"{self._label} is closed")
-            if self._cap is not None:
-                return
-            cap = cv2.VideoCapture(self._device, self._api())
-            if not cap.isOpened():
-                raise CameraUnavailable(f"cannot open camera {self._device!r} (absent, busy, or no permission)")
-            cap.set(cv2.CAP_PROP_FRAME_WIDTH, self._size[0])
-            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self._size[1])
-            cap.set(cv2.CAP_PROP_FPS, self._fps)
-            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # fewer queued driver buffers: fresher frames
-            # The first frame tells the size really delivered (drivers adjust requests); it is
-            # not published, since the capture thread numbers frames from its own first one.
-            ok, first = cap.read()
-            if not ok:
-                cap.release()
-                raise CameraUnavailable(f"camera {self._device!r} opened but delivered no frame")
-            height, width = first.shape[:2]
-            log.info("camera %r: %dx%d via %s", self._device, width, height, cap.getBackendName())
-            self._cap = cap
-            self._colour = first if first.ndim == 3 else None
-            self._last_frame_at = time.monotonic()
-            self._start_capture(height, width, self._capture)
+    def _open(self) -> None:
+        cap = cv2.VideoCapture(self._device, self._api())
+        if not cap.isOpened():
+            cap.release()
+            raise CameraUnavailable(f"cannot open camera {self._device!r} (absent, busy, or no permission)")
+        cap.set(cv2.CAP_PROP_FRAME_WIDTH, self._size[0])
+        cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self._size[1])
+        cap.set(cv2.CAP_PROP_FPS, self._fps)
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # fewer queued driver buffers: fresher frames
+        # The first frame tells the size really delivered (drivers adjust requests); it is
+        # not published, since the capture thread numbers frames from its own first one.
+        ok, first = cap.read()
+        if not ok:
+            cap.release()
+            raise CameraUnavailable(f"camera {self._device!r} opened but delivered no frame")
+        height, width = first.shape[:2]
+        log.info("camera %r: %dx%d via %s", self._device, width, height, cap.getBackendName())
+        self._cap = cap
+        self._colour = first if first.ndim == 3 else None
+        self._last_frame_at = time.monotonic()
+        self._start_capture(height, width, self._capture)
 
     def _capture(self, grey: np.ndarray, index: int) -> float | None:
         assert self._cap is not None and self._thread is not None
@@ -116,11 +112,16 @@ class UsbCamera(LiveFrameSource):
         if self._cap is not None:
             self._cap.release()
             self._cap = None
+            self._colour = None
 
 
 class _OnDemandFileSource(ABC):
     """What the file sources share: each ``read`` produces the next frame, so none is ever dropped,
-    and ``captured_at`` is simulated time, ``index / fps``."""
+    and ``captured_at`` is simulated time, ``index / fps``.
+
+    ``stop()`` lets go of the files and ``start()`` opens them again, carrying on at the next frame
+    (the one a failed ``read`` did not deliver); ``close()`` is final.
+    """
 
     live = False  # frames are stamped with simulated time, index / fps
 
@@ -130,6 +131,9 @@ class _OnDemandFileSource(ABC):
 
     @abstractmethod
     def start(self) -> None: ...
+
+    @abstractmethod
+    def stop(self) -> None: ...
 
     @abstractmethod
     def close(self) -> None: ...
@@ -170,16 +174,22 @@ class FileSource(_OnDemandFileSource):
         self._closed = False
 
     def start(self) -> None:
+        """List the images (again after a ``stop()``: a directory may have changed meanwhile)."""
         if self._closed:
             raise FrameSourceError("the file source is closed")
+        if self._started:
+            return
         paths: list[Path] = []
         for path in self._spec:
-            if path.is_dir():
-                paths.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
-            elif path.is_file():
-                paths.append(path)
-            else:
-                raise FrameSourceError(f"image path not found: {path}")
+            try:
+                if path.is_dir():
+                    paths.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+                elif path.is_file():
+                    paths.append(path)
+                else:
+                    raise FrameSourceError(f"image path not found: {path}")
+            except OSError as exc:  # e.g. the directory vanished while it was listed, or no permission
+                raise FrameSourceError(f"cannot list images in {path}: {exc.strerror or exc}") from exc
         if not paths:
             suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
             raise FrameSourceError(f"no image files ({suffixes}) in {', '.join(map(str, self._spec))}")
@@ -190,7 +200,7 @@ class FileSource(_OnDemandFileSource):
         if self._closed:
             raise FrameSourceError("the file source is closed")
         if not self._started:
-            raise FrameSourceError("the file source is not started")
+            raise FrameSourceError("the file source is not started")  # or stopped
         if self._index >= len(self._paths) and not self._loop:
             raise EOFError(f"all {len(self._paths)} images read")
         path = self._paths[self._index % len(self._paths)]
@@ -199,8 +209,13 @@ class FileSource(_OnDemandFileSource):
             raise FrameSourceError(f"cannot read image {path} (missing, unreadable, or not an image)")
         return self._next_frame(grey)
 
+    def stop(self) -> None:
+        self._started = False
+        self._paths = []
+
     def close(self) -> None:
         self._closed = True
+        self.stop()
 
 
 class VideoFileSource(_OnDemandFileSource):
@@ -208,7 +223,8 @@ class VideoFileSource(_OnDemandFileSource):
 
     Finite: EOFError after the last frame unless ``loop``, which starts the file again (indices
     and times keep counting up). ``captured_at`` is simulated time, ``index / fps`` at the
-    file's frame rate.
+    file's frame rate. A ``start()`` after a ``stop()`` reopens the file and seeks to the next
+    frame (as precisely as the container allows: exact for intra-only codecs such as MJPG or FFV1).
     """
 
     name = "video"
@@ -231,8 +247,12 @@ class VideoFileSource(_OnDemandFileSource):
             raise FrameSourceError(f"video file not found: {self._path}")
         cap = cv2.VideoCapture(str(self._path))
         if not cap.isOpened():
+            cap.release()
             raise FrameSourceError(f"cannot open video {self._path} (unknown container or codec)")
         self._fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+        if self._index > 0:  # reopened after a stop(): carry on at the next frame
+            count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+            cap.set(cv2.CAP_PROP_POS_FRAMES, self._index % count if self._loop and count > 0 else self._index)
         self._cap = cap
 
     def read(self, timeout: float = 1.0) -> Frame | None:
@@ -251,8 +271,12 @@ class VideoFileSource(_OnDemandFileSource):
         _to_grey(image, self._grey)
         return self._next_frame(self._grey)
 
-    def close(self) -> None:
-        self._closed = True
+    def stop(self) -> None:
         if self._cap is not None:
             self._cap.release()
             self._cap = None
+            self._colour = None
+
+    def close(self) -> None:
+        self._closed = True
+        self.stop()

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CameraUnavailable, FrameSourceError
+from ..errors import CameraUnavailable
 from .live import LiveFrameSource
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class PiCameraSource(LiveFrameSource):
         self._y_rows = slice(0)
         self._y_cols = slice(0)
 
-    def start(self) -> None:
+    def _open(self) -> None:
         try:
             from picamera2 import MappedArray, Picamera2
         except ImportError as exc:
@@ -78,26 +78,22 @@ class PiCameraSource(LiveFrameSource):
                 f"picamera2 cannot be imported ({exc}): install python3-picamera2 "
                 "and use a venv created with --system-site-packages"
             ) from exc
-        with self._lock:
-            if self._closed:
-                raise FrameSourceError(f"{self._label} is closed")
-            if self._camera is not None:
-                return
-            try:
-                camera = Picamera2(self._camera_num)
-            except Exception as exc:  # IndexError: no camera; RuntimeError: busy or failed to acquire
-                raise CameraUnavailable(f"cannot open Pi camera {self._camera_num}: {exc!r}") from exc
-            try:
-                width, height = self._configure(camera)
-                camera.start()
-            except Exception as exc:
-                _close_quietly(camera)
-                raise CameraUnavailable(f"cannot start Pi camera {self._camera_num}: {exc!r}") from exc
-            self._camera = camera
-            self._mapped_array = MappedArray
-            self._y_rows, self._y_cols = slice(0, height), slice(0, width)
-            self._last_frame_at = time.monotonic()
-            self._start_capture(height, width, self._capture)
+        try:
+            camera = Picamera2(self._camera_num)
+        except Exception as exc:  # IndexError: no camera; RuntimeError: busy or failed to acquire
+            raise CameraUnavailable(f"cannot open Pi camera {self._camera_num}: {exc!r}") from exc
+        try:
+            width, height = self._configure(camera)
+            camera.start()
+        except Exception as exc:
+            _close_quietly(camera)
+            raise CameraUnavailable(f"cannot start Pi camera {self._camera_num}: {exc!r}") from exc
+        self._camera = camera
+        self._mapped_array = MappedArray
+        self._pending_job = None
+        self._y_rows, self._y_cols = slice(0, height), slice(0, width)
+        self._last_frame_at = time.monotonic()
+        self._start_capture(height, width, self._capture)
 
     def _configure(self, camera: Any) -> tuple[int, int]:
         controls: dict[str, Any] = {"FrameDurationLimits": self._frame_duration_us}
@@ -158,6 +154,7 @@ class PiCameraSource(LiveFrameSource):
         if self._camera is not None:
             _close_quietly(self._camera)
             self._camera = None
+            self._pending_job = None  # a request of the closed camera: a reopened one starts afresh
 
 
 def _close_quietly(camera: Any) -> None:

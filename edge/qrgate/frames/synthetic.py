@@ -185,7 +185,6 @@ class SyntheticGate(LiveFrameSource):
 
         self._frame = np.empty((height, width), np.uint8)
         self._next_index = 0
-        self._started = False
 
     # -- ground truth ------------------------------------------------------------------------
 
@@ -265,21 +264,16 @@ class SyntheticGate(LiveFrameSource):
 
     # -- frame source ------------------------------------------------------------------------
 
-    def start(self) -> None:
-        with self._lock:
-            if self._closed:
-                raise FrameSourceError(f"{self._label} is closed")
-            if self._started:
-                return
-            self._started = True
-            if self.realtime:
-                self._start_capture(self.height, self.width, self._paced_capture(time.monotonic()))
+    def _open(self) -> None:
+        """Realtime: start the rendering thread, at the frame after the last one rendered before a stop()."""
+        if self.realtime:
+            self._start_capture(self.height, self.width, self._paced_capture(time.monotonic(), self._resume_index))
 
-    def _paced_capture(self, start: float) -> CaptureFn:
+    def _paced_capture(self, start: float, first_index: int) -> CaptureFn:
         def capture(grey: np.ndarray, index: int) -> float | None:
             if index >= self.frame_count and not self.loop:
                 raise EOFError
-            due = start + index / self.fps
+            due = start + (index - first_index) / self.fps
             assert self._thread is not None
             if self._thread.stopping.wait(max(0.0, due - time.monotonic())):
                 return None
@@ -294,8 +288,8 @@ class SyntheticGate(LiveFrameSource):
         return self.realtime
 
     def read(self, timeout: float = 1.0) -> Frame | None:
-        if not self._started or self._closed:
-            raise FrameSourceError(f"{self._label} is {'closed' if self._closed else 'not started'}")
+        if not self._running:
+            raise FrameSourceError(f"{self._label} is {self._state()}")
         if self.realtime:
             return super().read(timeout)
         index = self._next_index
