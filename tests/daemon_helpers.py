@@ -26,6 +26,7 @@ def write_daemon_config(
 [device]
 id = "{device_id}"
 site_id = "{site_id}"
+mode = "demo"  # the synthetic scene: a bench-top gate (a gate in the field must name a real camera)
 
 [camera]
 source = "synthetic"

@@ -21,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
 from mqtt_helpers import Subscriber, build_uplink, wait_until
 from qrgate import wire
 from qrgate.outbox import Outbox
@@ -71,7 +72,8 @@ class TestPki:
         self.ca_file = directory / "ca.pem"
         self.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
 
-    def _builder(self, subject: x509.Name, public_key: ec.EllipticCurvePublicKey, days: tuple[int, int]) -> x509.CertificateBuilder:
+    def _builder(self, subject: x509.Name, public_key: ec.EllipticCurvePublicKey,
+                 days: tuple[int, int]) -> x509.CertificateBuilder:
         return (
             x509.CertificateBuilder().subject_name(subject).issuer_name(self._name).public_key(public_key)
             .serial_number(x509.random_serial_number())
@@ -133,7 +135,8 @@ def start_provincial_broker(
         run_as_user=getpass.getuser(),
     )
     rendered = write_provincial_broker(params, workdir)
-    broker = MosquittoBroker.from_config_file(rendered.config_file, port=params.port, log_path=workdir / "mosquitto.log")
+    broker = MosquittoBroker.from_config_file(rendered.config_file, port=params.port,
+                                              log_path=workdir / "mosquitto.log")
     return broker.start(), params
 
 
@@ -154,7 +157,8 @@ def start_site_broker(
         **overrides,  # type: ignore[arg-type]
     )
     rendered = write_site_broker(params, workdir)
-    broker = MosquittoBroker.from_config_file(rendered.config_file, port=params.port, log_path=workdir / "mosquitto.log")
+    broker = MosquittoBroker.from_config_file(rendered.config_file, port=params.port,
+                                              log_path=workdir / "mosquitto.log")
     return broker.start(), params
 
 
@@ -203,7 +207,7 @@ class Chain:
         self.site.stop()
         self.province.stop()
 
-    def __enter__(self) -> "Chain":
+    def __enter__(self) -> Chain:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -231,7 +235,7 @@ class FaultReport:
     duplicates: int  # arrivals beyond the first of an event
     missing: int  # sent events that never arrived
 
-    def show(self, scenario: str) -> "FaultReport":
+    def show(self, scenario: str) -> FaultReport:
         """Print the numbers (visible with pytest -s or -rA) and return self."""
         print(f"\n[{scenario}] sent={self.sent} received={self.received} unique={self.unique} "
               f"duplicates={self.duplicates} missing={self.missing}")
@@ -249,10 +253,10 @@ class FarEnd:
                                       persistent=True, **pki.paho_tls(credential))
 
     @classmethod
-    def at_province(cls, chain: "Chain") -> "FarEnd":
+    def at_province(cls, chain: Chain) -> FarEnd:
         return cls(chain.province, chain.pki, chain.credential(FAR_END))
 
-    def __enter__(self) -> "FarEnd":
+    def __enter__(self) -> FarEnd:
         self._subscriber.start()
         return self
 

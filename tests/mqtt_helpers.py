@@ -23,6 +23,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
 from qrgate.config import MqttConfig
 from qrgate.outbox import Outbox
 from qrgate.tools.broker import MosquittoBroker
@@ -135,12 +136,13 @@ class Subscriber:
         with self._lock:
             self.messages.append(Received(message.topic, bytes(message.payload), bool(message.retain)))
 
-    def start(self) -> "Subscriber":
+    def start(self) -> Subscriber:
         properties = None
         if self._persistent:
             properties = Properties(PacketTypes.CONNECT)
             properties.SessionExpiryInterval = 300
-        self._client.connect(self._host, self._port, keepalive=60, clean_start=not self._persistent, properties=properties)
+        self._client.connect(self._host, self._port, keepalive=60, clean_start=not self._persistent,
+                             properties=properties)
         self._client.loop_start()
         if not self._subscribed.wait(5.0):
             raise AssertionError("subscription not acknowledged within 5 s")
@@ -158,7 +160,7 @@ class Subscriber:
         self._client.disconnect()
         self._client.loop_stop()
 
-    def __enter__(self) -> "Subscriber":
+    def __enter__(self) -> Subscriber:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -174,7 +176,8 @@ def retained(host: str, port: int, topic: str, timeout: float = 5.0) -> Received
     deadline = time.monotonic() + timeout
     while True:
         with Subscriber(host, port, [topic], client_id=f"retained-reader-{time.monotonic_ns()}") as reader:
-            wait_until(lambda: reader.on(topic), max(0.1, deadline - time.monotonic()), f"a retained message on {topic}")
+            wait_until(lambda: reader.on(topic), max(0.1, deadline - time.monotonic()),
+                       f"a retained message on {topic}")
             first = reader.on(topic)[0]
         if first.retain or time.monotonic() >= deadline:
             return first

@@ -123,8 +123,10 @@ def test_a_bare_name_cannot_escape_the_profiles_directory() -> None:
         ("name = [", "not valid TOML"),
         (VALID + "\n[relay]\nbcm = 5\nheader_pin = 29\nactiv_low = true\n", "relay.activ_low: unknown key"),
         (VALID.replace("bcm = 17", "bcm = 28"), "green.bcm: Input should be less than or equal to 27"),
-        (VALID.replace("header_pin = 11", "header_pin = 12"), "green: Value error, header_pin 12 does not carry GPIO17 (BCM 17 is J8 pin 11)"),
-        (VALID.replace("bcm = 27\nheader_pin = 13", "bcm = 17\nheader_pin = 11"), "GPIO17 is used by both green and red"),
+        (VALID.replace("header_pin = 11", "header_pin = 12"),
+         "green: Value error, header_pin 12 does not carry GPIO17 (BCM 17 is J8 pin 11)"),
+        (VALID.replace("bcm = 27\nheader_pin = 13", "bcm = 17\nheader_pin = 11"),
+         "GPIO17 is used by both green and red"),
         (VALID.replace("[buzzer]\nbcm = 22\nheader_pin = 15\n", ""), "buzzer: Field required"),
     ],
 )

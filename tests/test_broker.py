@@ -8,8 +8,9 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from mqtt_helpers import Subscriber, wait_until
 from paho.mqtt.enums import CallbackAPIVersion
+
+from mqtt_helpers import Subscriber, wait_until
 from qrgate.tools import broker as broker_module
 from qrgate.tools.broker import BrokerError, MosquittoBroker
 

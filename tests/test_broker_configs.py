@@ -15,9 +15,10 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
 from faults import Chain, FarEnd, TestPki, gate_uplink
 from mqtt_helpers import Subscriber, make_event, wait_until
-from paho.mqtt.enums import CallbackAPIVersion
 from qrgate import wire
 from qrgate.errors import ConfigError
 from qrgate.outbox import Outbox

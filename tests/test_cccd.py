@@ -154,7 +154,8 @@ def test_accepting_cards_needs_a_real_key() -> None:
         (card(birth="01/01/1990"), "cccd_date"),
         (card(birth="1990-1-1"), "cccd_date"),
         (card(issued="15042015"), "cccd_date"),  # before the first CCCD cards
-        (card(id_number="079305123456", birth="01012020", sex="Nữ", issued="15042019"), "cccd_date"),  # issued before birth
+        (card(id_number="079305123456", birth="01012020", sex="Nữ", issued="15042019"),
+         "cccd_date"),  # issued before birth
         (card(sex="Nữ"), "cccd_sex"),  # the number says male
         (card(sex="nam"), "cccd_sex"),
         (card(sex="M"), "cccd_sex"),

@@ -31,10 +31,9 @@ from qrgate.clock import (
     _Timex,
     chrony_tracking_synchronised,
 )
-from qrgate.config import DeviceConfig
+from qrgate.config import DecoderConfig, DeviceConfig
 from qrgate.decision import Decider
 from qrgate.decoding.factory import build_decoder
-from qrgate.config import DecoderConfig
 from qrgate.frames.base import Frame
 from qrgate.gate import Gate, Presentation
 from qrgate.outbox import Outbox
@@ -350,7 +349,8 @@ def test_a_wall_clock_jumping_back_and_forward_during_a_run_breaks_no_order(tmp_
     outbox = Outbox(tmp_path / "outbox.sqlite", clock=clock)
     seen: list[Presentation] = []
     shown: list[str] = []
-    gate = Gate(decoder=build_decoder(DecoderConfig(fallback="none")), verifier=PassVerifier(TrustStore.from_paths([trust_file])),
+    gate = Gate(decoder=build_decoder(DecoderConfig(fallback="none")),
+                verifier=PassVerifier(TrustStore.from_paths([trust_file])),
                 decider=Decider(presence_gap_s=0.8, repeat_window_s=30.0), outbox=outbox, show=shown.append,
                 device=DeviceConfig(), clock=clock, on_outcome=seen.append)
     index = 0

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from qrgate.config import GateConfig, load_config, parse_config, render_defaults
+from qrgate.config import GateConfig
+from qrgate.config_file import load_config, parse_config, render_defaults
 from qrgate.errors import ConfigError
 
 
@@ -16,7 +17,8 @@ def test_defaults_render_and_parse_back_to_the_defaults():
     text = render_defaults()
     assert parse_config(text, "defaults.toml") == GateConfig()
     # every field carries a description, so the rendered file documents every key
-    assert text.count("\n# ") >= sum(len(type(getattr(GateConfig(), name)).model_fields) for name in GateConfig.model_fields)
+    assert text.count("\n# ") >= sum(len(type(getattr(GateConfig(), name)).model_fields)
+                                     for name in GateConfig.model_fields)
 
 
 def test_every_field_has_a_description():
@@ -65,7 +67,8 @@ def test_toml_syntax_error_names_line_and_column():
         ('[camera]\nsource = "files"\n', "camera.path is required when camera.source = 'files'"),
         ('[decoder]\nbackend = "zbar"\nfallback = "zbar"\n', "decoder.fallback must differ"),
         ('[mqtt]\ncert_file = "/x.pem"\nkey_file = ""\n', "mqtt.cert_file and mqtt.key_file go together"),
-        ('[feedback.patterns]\naccepted_on_s = -1\n', "feedback.patterns.accepted_on_s: Input should be greater than 0"),
+        ('[feedback.patterns]\naccepted_on_s = -1\n',
+         "feedback.patterns.accepted_on_s: Input should be greater than 0"),
     ],
 )
 def test_cross_field_and_nested_problems(text, expected):
@@ -86,7 +89,8 @@ def test_example_config_in_firmware_is_valid():
 
 
 def _qrgate(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "qrgate.cli", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "qrgate.cli", *args], check=False, capture_output=True, text=True,
+                          timeout=60)
 
 
 def test_check_config_cli_exit_codes(tmp_path: Path):
@@ -98,9 +102,12 @@ def test_check_config_cli_exit_codes(tmp_path: Path):
 
     good = tmp_path / "good.toml"
     good.write_text(render_defaults())
-    result = _qrgate("check-config", str(good))
+    result = _qrgate("check-config", "--syntax-only", str(good))
     assert result.returncode == 0, result.stderr
     assert "OK" in result.stdout
+    # Without --syntax-only it also checks the files the defaults name, as run would (test_config_gate.py).
+    result = _qrgate("check-config", str(good))
+    assert result.returncode == 1 and "trust.paths: /etc/qrgate/trust" in result.stderr
 
 
 def test_run_refuses_a_bad_config_with_the_same_message(tmp_path: Path):

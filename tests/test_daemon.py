@@ -28,7 +28,7 @@ def write_config(tmp_path: Path, port: int) -> Path:
     now = int(time.time())
     passes = [mint_qrgate_pass(key, "VN-HN", bytes([n]) * 8, f"s{n}", now - 60, now + 3600) for n in range(2)]
     script = tmp_path / "visitors.json"
-    script.write_text(json.dumps(passes + [{"payload": "https://example.com/", "medium": "paper"}]))
+    script.write_text(json.dumps([*passes, {"payload": "https://example.com/", "medium": "paper"}]))
     return write_daemon_config(
         tmp_path / "gate.toml", device_id="gate-daemon-01", site_id="bus-station-1", camera=f'path = "{script}"',
         trust=trust, outbox=tmp_path / "outbox.sqlite", port=port, reconnect_min_s=0.1,
@@ -66,7 +66,7 @@ def test_run_notifies_systemd_publishes_and_stops_cleanly_on_sigterm(tmp_path: P
                 assert daemon.poll() is None, daemon.communicate()
             messages += receive_all(notify)
             daemon.send_signal(signal.SIGTERM)
-            out, err = daemon.communicate(timeout=30)
+            _out, err = daemon.communicate(timeout=30)
         finally:
             if daemon.poll() is None:
                 daemon.kill()
@@ -94,6 +94,6 @@ def test_run_without_systemd_and_with_a_missing_trust_dir_fails_with_a_clear_mes
     config.write_text(config.read_text().replace(str(tmp_path / "trust"), str(tmp_path / "absent")))
     env = {key: value for key, value in os.environ.items() if key != "NOTIFY_SOCKET"}
     result = subprocess.run([sys.executable, "-m", "qrgate.cli", "run", "--config", str(config)],
-                            env=env, capture_output=True, text=True, timeout=60)
+                            env=env, check=False, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "cannot start" in result.stderr and str(tmp_path / "absent") in result.stderr

@@ -27,7 +27,7 @@ import contextlib
 import io
 import json
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -38,8 +38,8 @@ import pytest
 from cryptography import x509
 
 from qrgate.commands import verify as verify_command
-from qrgate.decoding.factory import build_decoder
 from qrgate.config import DecoderConfig
+from qrgate.decoding.factory import build_decoder
 from qrgate.errors import TrustStoreError
 from qrgate.passes import cwt, dcc
 from qrgate.passes.codec import decode_base45, decode_cbor, inflate
@@ -82,7 +82,8 @@ STAGES = (
 )
 # Stages on the way from PREFIX to a verdict. Compression is not one: the gate also reads an
 # uncompressed HC1 (see qrgate.passes.dcc), while the stage asks whether COMPRESSED is zlib.
-CHAIN_STAGES = ("EXPECTEDUNPREFIX", "EXPECTEDB45DECODE", "EXPECTEDVERIFY", "EXPECTEDEXPIRATIONCHECK", "EXPECTEDKEYUSAGE")
+CHAIN_STAGES = ("EXPECTEDUNPREFIX", "EXPECTEDB45DECODE", "EXPECTEDVERIFY", "EXPECTEDEXPIRATIONCHECK",
+                "EXPECTEDKEYUSAGE")
 
 
 def _vectors() -> list[Any]:
@@ -117,7 +118,7 @@ def _hex(vector: Mapping[str, Any], field: str) -> bytes:
 
 def validation_clock(vector: Mapping[str, Any]) -> float:
     clock = datetime.fromisoformat(vector["TESTCTX"]["VALIDATIONCLOCK"].replace("Z", "+00:00"))
-    return (clock if clock.tzinfo else clock.replace(tzinfo=timezone.utc)).timestamp()  # NL gives no zone: UTC
+    return (clock if clock.tzinfo else clock.replace(tzinfo=UTC)).timestamp()  # NL gives no zone: UTC
 
 
 def signer(vector: Mapping[str, Any]) -> TrustedKey:

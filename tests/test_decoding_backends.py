@@ -61,7 +61,7 @@ def test_corners_are_where_the_code_is_clockwise_from_top_left(make):
     frame = place(code, at=(x, y))
     (decoded,) = make().decode(frame)
     expected = [(x, y), (x + side, y), (x + side, y + side), (x, y + side)]
-    assert all(within(p, e, tolerance=6) for p, e in zip(decoded.corners, expected)), decoded.corners
+    assert all(within(p, e, tolerance=6) for p, e in zip(decoded.corners, expected, strict=True)), decoded.corners
     assert all(isinstance(v, int) for p in decoded.corners for v in p)
 
 

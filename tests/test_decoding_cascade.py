@@ -88,7 +88,7 @@ def test_a_located_but_unreadable_code_is_read_by_the_ladder_on_its_region_only(
     x, y = 120 + 4 * scale, 60 + 4 * scale
     expected = [(x, y), (x + side, y), (x + side, y + side), (x, y + side)]
     assert all(abs(px - ex) <= 2 * scale + 2 and abs(py - ey) <= 2 * scale + 2
-               for (px, py), (ex, ey) in zip(code.corners, expected)), code.corners
+               for (px, py), (ex, ey) in zip(code.corners, expected, strict=True)), code.corners
     zxing_calls = counters[0].shapes
     assert all(shape[0] < 480 and shape[1] < 640 for shape in zxing_calls)  # regions, never the frame
     assert counters[1].shapes == counters[2].shapes == []  # stopped at the first read, before zbar/opencv
@@ -250,6 +250,6 @@ def test_the_wide_look_reads_a_code_zxing_located_by_one_finder_pattern_under_gl
     codes = wide.decode(frame)
     assert [c.text for c in codes] == [payload]
     assert wide.stats.reads_by == {"wide:upscale+zbar": 1}
-    x0, y0, x1, y1 = box
+    x0, _y0, x1, _y1 = box
     assert all(x0 - 2 * (x1 - x0) <= x <= x1 + 2 * (x1 - x0) for x, _ in codes[0].corners)
     assert wide_attempts(None) == []

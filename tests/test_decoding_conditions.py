@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import zxingcpp
 
-from qrgate.tools.bench_sizes import FRAME_SIZES, category_payloads, category_script, stream
 from qrgate.config import DecoderConfig
 from qrgate.decoding.factory import build_pipeline
+from qrgate.tools.bench_sizes import FRAME_SIZES, category_payloads, category_script, stream
 
 PINNED = {"closeup": 40, "screen": 38, "inverted": 27}  # code frames of 60 the pipeline must read, every size
 
@@ -30,7 +30,7 @@ def frames(category: str, width: int, height: int) -> tuple[tuple[np.ndarray, ..
 
 def reads(decode, category: str, width: int, height: int) -> int:
     grey, truths = frames(category, width, height)
-    return sum(any(code.text == truth for code in decode(frame)) for frame, truth in zip(grey, truths)
+    return sum(any(code.text == truth for code in decode(frame)) for frame, truth in zip(grey, truths, strict=True)
                if truth is not None)
 
 
@@ -38,7 +38,8 @@ def pipeline_reads(category: str, width: int, height: int, **options: Any) -> in
     pipeline = build_pipeline(DecoderConfig(**options))
     grey, truths = frames(category, width, height)
     read = 0
-    for frame, truth in zip(grey, truths):  # in stream order: the presence gate and tracker see every frame
+    # in stream order: the presence gate and tracker see every frame
+    for frame, truth in zip(grey, truths, strict=True):
         codes = pipeline.decode(frame)
         assert all(code.text == truth for code in codes), "a code read where none was shown, or the wrong one"
         read += truth is not None and bool(codes)

@@ -52,7 +52,8 @@ def _definitions() -> dict[str, set[str]]:
                                             and element.value.id == "self":
                                         members.add(element.attr)
                     if any(isinstance(base, ast.Name) and base.id.endswith("Enum") for base in node.bases) \
-                            or any(isinstance(base, ast.Attribute) and base.attr.endswith("Enum") for base in node.bases):
+                            or any(isinstance(base, ast.Attribute) and base.attr.endswith("Enum")
+                                   for base in node.bases):
                         members.update(_assigned_in(node.body))
     return found
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+
 from mqtt_helpers import (
     DEVICE_ID,
     Subscriber,

@@ -14,9 +14,10 @@ import threading
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
 from faults import Chain, FarEnd, gate_uplink, stored_event_ids
 from mqtt_helpers import make_event, wait_until
-from paho.mqtt.enums import CallbackAPIVersion
 from qrgate import wire
 from qrgate.outbox import Outbox
 

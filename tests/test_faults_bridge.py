@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from faults import Chain, FarEnd, gate_uplink, stored_event_ids
 from mqtt_helpers import make_event, wait_until
 from qrgate.outbox import Outbox
@@ -52,7 +53,8 @@ def consumer(chain: Chain, e2e_acks: bool, store_path: Path) -> Iterator[None]:
     tls = ConsumerTls(chain.pki.ca_file, credential.cert, credential.key)
     store = SqliteStore(store_path)
     try:
-        with Consumer(store, host=chain.province.host, port=chain.province.port, client_id="backend", tls=tls) as running:
+        with Consumer(store, host=chain.province.host, port=chain.province.port, client_id="backend",
+                      tls=tls) as running:
             assert running.wait_subscribed(10), "the consumer's subscription at the province"
             yield
     finally:

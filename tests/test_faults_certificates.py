@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from faults import Chain, Credential, FarEnd, TestPki, gate_uplink, stored_event_ids
 from mqtt_helpers import make_event, wait_until
 from qrgate.config import MqttConfig
@@ -64,7 +65,8 @@ def test_a_refused_certificate_is_reported_in_the_uplink_stats(tmp_path: Path, k
     with Chain(tmp_path, site_id=SITE, sites={SITE: (GATE,)}) as chain, Outbox(tmp_path / "outbox.sqlite") as outbox:
         outbox.append(lambda seq: make_event(seq, GATE))
         with refused_uplink(chain, outbox, bad_certificate(chain, tmp_path, kind)) as uplink:
-            wait_until(lambda: chain.site.log_tail(50).count("certificate verify failed") >= 2, 15, "refused handshakes")
+            wait_until(lambda: chain.site.log_tail(50).count("certificate verify failed") >= 2, 15,
+                       "refused handshakes")
             last_error = uplink.stats.last_error
     assert last_error is not None and f"{chain.site.host}:{chain.site.port}" in last_error
     if kind == "expired":

@@ -12,8 +12,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from faults import Chain, FarEnd, stored_event_ids
 from gpiozero.pins.mock import MockFactory
+
+from faults import Chain, FarEnd, stored_event_ids
 from mqtt_helpers import wait_until
 from qrgate.config import GateConfig
 from qrgate.frames.synthetic import SyntheticGate, Visit

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from daemon_helpers import write_daemon_config, write_trust_anchors
 from mqtt_helpers import Subscriber, wait_until
 from qrgate import wire
@@ -145,8 +146,9 @@ def test_every_checkin_shown_survives_twenty_sigkills(tmp_path: Path, mode: str)
                 assert committed.setdefault(seq, (event_id, payload)) == (event_id, payload), f"seq {seq} changed"
             assert all(delivered for _, _, delivered in final.values())
 
-            sent = {event_id: payload for event_id, payload in committed.values()}
-            wait_until(lambda: sent.keys() <= {e.event_id for e in far_end.checkins()}, 15, "every check-in at the far end")
+            sent = dict(committed.values())
+            wait_until(lambda: sent.keys() <= {e.event_id for e in far_end.checkins()}, 15,
+                       "every check-in at the far end")
         finally:
             far_end.close()
             if province is not None:
@@ -163,7 +165,8 @@ def test_every_checkin_shown_survives_twenty_sigkills(tmp_path: Path, mode: str)
     assert unique == sent.keys()  # nothing arrives that was not committed first
     assert sorted(committed) == list(range(1, len(committed) + 1))  # seq gap-free across 21 processes
     assert len(sent) == len(committed)  # event ids unique
-    assert all(m.payload == sent[wire.CheckinEvent.from_json(m.payload).event_id] for m in messages)  # a duplicate is the same event
+    # a duplicate is the same event
+    assert all(m.payload == sent[wire.CheckinEvent.from_json(m.payload).event_id] for m in messages)
     assert len(committed) >= KILLS  # the runs did scan: check-ins were made between the kills
     if province is not None:
         assert consumer.stats.stored == len(sent)

@@ -192,7 +192,8 @@ def test_patterns_model_is_strict_and_described() -> None:
 
 
 def render(view: object, *, terminal: bool) -> str:
-    console = Console(file=io.StringIO(), force_terminal=terminal, color_system="standard" if terminal else None, width=80)
+    console = Console(file=io.StringIO(), force_terminal=terminal, color_system="standard" if terminal else None,
+                      width=80)
     console.print(view)
     return console.file.getvalue()
 

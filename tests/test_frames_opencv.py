@@ -66,13 +66,12 @@ def test_file_source_loops_over_an_explicit_list(image_dir):
 def test_an_unreadable_image_is_named(tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    with FileSource(broken) as source:
-        with pytest.raises(FrameSourceError, match="broken.png"):
-            source.read()
+    with FileSource(broken) as source, pytest.raises(FrameSourceError, match=r"broken.png"):
+        source.read()
 
 
 def test_missing_paths_and_empty_directories_are_named(tmp_path):
-    with pytest.raises(FrameSourceError, match="nowhere.png"):
+    with pytest.raises(FrameSourceError, match=r"nowhere.png"):
         FileSource(tmp_path / "nowhere.png").start()
     with pytest.raises(FrameSourceError, match="no image files"):
         FileSource(tmp_path).start()
@@ -99,11 +98,11 @@ def test_video_file_source_reads_every_frame_then_eof(tmp_path):
 
 
 def test_video_file_errors_name_the_file(tmp_path):
-    with pytest.raises(FrameSourceError, match="missing.mp4"):
+    with pytest.raises(FrameSourceError, match=r"missing.mp4"):
         VideoFileSource(tmp_path / "missing.mp4").start()
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"\x00" * 100)
-    with pytest.raises(FrameSourceError, match="junk.mp4"):
+    with pytest.raises(FrameSourceError, match=r"junk.mp4"):
         VideoFileSource(junk).start()
 
 

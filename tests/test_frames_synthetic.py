@@ -53,18 +53,18 @@ def test_frames_are_deterministic_given_the_seed():
     b = all_frames(SyntheticGate(EASY[:2], seed=42))
     c = all_frames(SyntheticGate(EASY[:2], seed=43))
     assert len(a) == len(b) == len(c)
-    assert all(fa[0] == fb[0] and fa[1] == fb[1] and np.array_equal(fa[2], fb[2]) for fa, fb in zip(a, b))
-    assert any(not np.array_equal(fa[2], fc[2]) for fa, fc in zip(a, c))
+    assert all(fa[0] == fb[0] and fa[1] == fb[1] and np.array_equal(fa[2], fb[2]) for fa, fb in zip(a, b, strict=True))
+    assert any(not np.array_equal(fa[2], fc[2]) for fa, fc in zip(a, c, strict=True))
 
 
 def test_render_is_a_pure_function_of_the_index():
     scene = SyntheticGate(EASY[:2], seed=9)
     forward = [np.empty((480, 640), np.uint8) for _ in range(3)]
     picks = [40, 5, 90]
-    for index, out in zip(picks, forward):
+    for index, out in zip(picks, forward, strict=True):
         scene.render(index, out)
     again = np.empty((480, 640), np.uint8)
-    for index, out in zip(reversed(picks), reversed(forward)):
+    for index, out in zip(reversed(picks), reversed(forward), strict=True):
         scene.render(index, again)
         assert np.array_equal(again, out)
 

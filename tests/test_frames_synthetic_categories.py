@@ -28,7 +28,7 @@ def code_frames(category: str, seed: int = 4, visits: int = 3) -> tuple[Syntheti
 
 
 def read_rate(category: str) -> float:
-    scene, frames = code_frames(category)
+    _scene, frames = code_frames(category)
     decoder = ZxingDecoder()
     return sum(bool(decoder.decode(f)) for f in frames) / len(frames)
 

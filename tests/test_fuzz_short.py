@@ -16,9 +16,9 @@ import pytest
 
 pytest.importorskip("atheris", reason="atheris is not installed (pip install atheris): no coverage-guided fuzzing")
 
-from fuzz import fuzz_verify as fuzz  # noqa: E402  (after the skip: the module is only worth loading with atheris)
-from qrgate_provisioning.keys import IssuerKey  # noqa: E402
-from qrgate_provisioning.mint import mint_qrgate_pass  # noqa: E402
+from fuzz import fuzz_verify as fuzz
+from qrgate_provisioning.keys import IssuerKey
+from qrgate_provisioning.mint import mint_qrgate_pass
 
 FUZZ_TARGET = Path(fuzz.__file__)
 RUNS = 100_000

@@ -13,10 +13,9 @@ from gpiozero.pins.mock import MockFactory
 
 from qrgate.board import load_board_profile
 from qrgate.clock import ManualClock
-from qrgate.config import DeviceConfig, PatternConfig
+from qrgate.config import DecoderConfig, DeviceConfig, PatternConfig
 from qrgate.decision import Action, Decider
 from qrgate.decoding.factory import build_decoder
-from qrgate.config import DecoderConfig
 from qrgate.feedback import GateFeedback, Outcome
 from qrgate.frames.base import Frame
 from qrgate.gate import STORAGE_ERROR, Gate, Presentation
@@ -53,11 +52,13 @@ def issuer(tmp_path: Path):
 def parts(tmp_path: Path, issuer):
     factory = MockFactory()
     feedback = GateFeedback(load_board_profile("rpi-gate-v1"), pin_factory=factory,
-                            patterns=PatternConfig(accepted_on_s=0.02, rejected_on_s=0.02, beep_s=0.005, relay_pulse_s=0.02))
+                            patterns=PatternConfig(accepted_on_s=0.02, rejected_on_s=0.02, beep_s=0.005,
+                                                   relay_pulse_s=0.02))
     outbox = Outbox(tmp_path / "outbox.sqlite")
     seen: list[Presentation] = []
-    gate = Gate(decoder=build_decoder(DecoderConfig(fallback="none")), verifier=PassVerifier(issuer[1]), decider=Decider(),
-                outbox=outbox, show=feedback.show, device=DeviceConfig(), clock=ManualClock(), on_outcome=seen.append)
+    gate = Gate(decoder=build_decoder(DecoderConfig(fallback="none")), verifier=PassVerifier(issuer[1]),
+                decider=Decider(), outbox=outbox, show=feedback.show, device=DeviceConfig(), clock=ManualClock(),
+                on_outcome=seen.append)
     yield gate, outbox, factory, seen
     feedback.close()
     outbox.close()
@@ -74,7 +75,7 @@ def test_empty_frames_cost_one_decode_and_nothing_else(parts):
 
 
 def test_a_held_code_is_one_presentation_and_one_stored_event(parts):
-    gate, outbox, factory, seen = parts
+    gate, outbox, _factory, seen = parts
     grey = code_frame("https://example.com/held")
     for index in range(45):  # 1.5 s at 30 fps
         gate.process(Frame(grey, index / 30, index))
@@ -117,13 +118,14 @@ def _policy_gate(tmp_path: Path, built: list, **options) -> tuple[Gate, Outbox, 
     from qrgate.passes.cccd import CccdPolicy
 
     feedback = GateFeedback(load_board_profile("rpi-gate-v1"), pin_factory=MockFactory(),
-                            patterns=PatternConfig(accepted_on_s=0.02, rejected_on_s=0.02, beep_s=0.005, relay_pulse_s=0.02))
+                            patterns=PatternConfig(accepted_on_s=0.02, rejected_on_s=0.02, beep_s=0.005,
+                                                   relay_pulse_s=0.02))
     outbox = Outbox(tmp_path / "policy-outbox.sqlite")
     built += [feedback, outbox]
     seen: list[Presentation] = []
     verifier = PassVerifier(options.pop("trust", TrustStore()), cccd=options.pop("cccd", CccdPolicy()))
-    gate = Gate(decoder=build_decoder(DecoderConfig(fallback="none")), verifier=verifier, decider=Decider(), outbox=outbox,
-                show=feedback.show, device=DeviceConfig(), clock=options.pop("clock", ManualClock()),
+    gate = Gate(decoder=build_decoder(DecoderConfig(fallback="none")), verifier=verifier, decider=Decider(),
+                outbox=outbox, show=feedback.show, device=DeviceConfig(), clock=options.pop("clock", ManualClock()),
                 on_outcome=seen.append, **options)
     return gate, outbox, seen
 
@@ -160,7 +162,7 @@ def test_a_chip_id_card_is_identified_only_under_the_policy_and_only_its_keyed_h
 def test_an_unsynchronised_clock_is_flagged_or_refused_by_policy(policy_gate, issuer, policy, reason, outcome):
     key, trust = issuer
     clock = ManualClock(synchronised=False)
-    gate, outbox, seen = policy_gate(trust=trust, clock=clock, clock_policy=policy)
+    gate, _outbox, seen = policy_gate(trust=trust, clock=clock, clock_policy=policy)
     now = clock.wall()
     valid = mint_qrgate_pass(key, "VN-HN", b"\x02" * 8, "s2", int(now) - 60, int(now) + 3600)
     gate.process(Frame(code_frame(valid), 0.0, 0))
@@ -207,7 +209,7 @@ def test_the_builtin_rules_decide_the_light_and_the_stored_event(policy_gate, ru
 def test_a_rule_verdict_on_an_unsynchronised_clock_follows_the_clock_policy(policy_gate, rule_gate_passes, policy,
                                                                              reason):
     passes, store = rule_gate_passes
-    gate, outbox, seen = policy_gate(trust=TrustAuthority.of_store(store, builtin_rule_set()),
+    gate, _outbox, seen = policy_gate(trust=TrustAuthority.of_store(store, builtin_rule_set()),
                                      clock=ManualClock(synchronised=False), clock_policy=policy)
     gate.process(Frame(code_frame(passes["test_too_old_pcr"]), 0.0, 0))
     [presentation] = seen

@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from qrgate.tools.broker import MosquittoBroker
 from qrgate.config import GateConfig
 from qrgate.decision import Action
 from qrgate.feedback import Outcome
-from qrgate.tools.demo import EventSubscriber
 from qrgate.frames.synthetic import SyntheticGate, Visit
 from qrgate.gate import Presentation
 from qrgate.service import GateService
+from qrgate.tools.broker import MosquittoBroker
+from qrgate.tools.demo import EventSubscriber
 from qrgate_provisioning.dcc_test_issuer import dcc_test_set
 from qrgate_provisioning.keys import new_issuer_key, trust_entry, trust_file
 from qrgate_provisioning.mint import mint_qrgate_pass
@@ -148,7 +148,8 @@ def test_scripted_scene_gives_expected_verdicts_pins_and_one_event_per_presentat
     assert len({event.event_id for event in events}) == expected_events
     assert [event.event_id for event in events] == sorted(event.event_id for event in events)
     for event in events:
-        assert (event.device_id, event.site_id, event.gate, event.direction) == ("gate-e2e-01", "market-1", "east", "in")
+        assert ((event.device_id, event.site_id, event.gate, event.direction)
+                == ("gate-e2e-01", "market-1", "east", "in"))
         assert (event.subject_id is not None) == (event.verdict == "accepted" and event.format == "qrgate")
     qrgate_ok = [event for event in events if event.format == "qrgate" and event.verdict == "accepted"]
     assert {event.subject_id for event in qrgate_ok} == {"subject-1"}

@@ -27,7 +27,7 @@ VIETNAM = dt.timezone(dt.timedelta(hours=7))
 def issuer(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "qrgate_provisioning.cli", *map(str, args)],
-        cwd=cwd, capture_output=True, text=True, timeout=60,
+        cwd=cwd, check=False, capture_output=True, text=True, timeout=60,
     )
 
 

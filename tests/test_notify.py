@@ -108,7 +108,8 @@ def test_a_non_unix_address_disables_notifications(
         (None, None, None),
     ],
 )
-def test_watchdog_interval(monkeypatch: pytest.MonkeyPatch, usec: str | None, pid: str | None, expected: float | None) -> None:
+def test_watchdog_interval(monkeypatch: pytest.MonkeyPatch, usec: str | None, pid: str | None,
+                           expected: float | None) -> None:
     pids = {"self": str(os.getpid()), "other": str(os.getpid() + 1)}
     for name, value in (("WATCHDOG_USEC", usec), ("WATCHDOG_PID", pids.get(pid or "", pid))):
         if value is None:

@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from mqtt_helpers import make_event
 from qrgate.errors import OutboxError, OutboxFull
 from qrgate.outbox import Outbox
@@ -121,7 +122,7 @@ def test_one_writer_and_one_publisher_thread_share_it_safely(tmp_path: Path) -> 
         def capture_loop() -> None:
             try:
                 appended.extend(outbox.append(make_event).seq for _ in range(200))
-            except BaseException as exc:  # surfaced by the assertion below
+            except BaseException as exc:  # noqa: BLE001  (any failure in the thread, surfaced by the assertion below)
                 errors.append(exc)
 
         writer = threading.Thread(target=capture_loop)

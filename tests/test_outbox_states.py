@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+
 from mqtt_helpers import make_event
 from qrgate.clock import ManualClock
 from qrgate.errors import OutboxFull
@@ -97,10 +98,12 @@ def test_a_file_from_before_end_to_end_acks_gets_the_column_and_keeps_its_events
             PRAGMA user_version = 1;
         """)
         old = [make_event(seq) for seq in (1, 2, 3)]
-        db.executemany("INSERT INTO events (seq, event_id, created_mono, created_wall, payload, delivered) VALUES (?, ?, 0, 0, ?, ?)",
+        db.executemany("INSERT INTO events (seq, event_id, created_mono, created_wall, payload, delivered)"
+                       " VALUES (?, ?, 0, 0, ?, ?)",
                        [(e.seq, e.event_id, e.to_json(), 1 if e.seq == 1 else None) for e in old])
     with Outbox(path) as outbox:
-        assert [(row.seq, row.event_id) for row in outbox.unpublished(limit=10)] == [(2, old[1].event_id), (3, old[2].event_id)]
+        assert ([(row.seq, row.event_id) for row in outbox.unpublished(limit=10)]
+                == [(2, old[1].event_id), (3, old[2].event_id)])
         outbox.mark_published([2])
         assert outbox.awaiting_ack_count() == 1
         assert outbox.append(make_event).seq == 4
@@ -128,7 +131,7 @@ def test_health_reports_counts_age_size_and_free_space(tmp_path: Path) -> None:
         assert health.oldest_pending_wall == first_stored + 5  # seq 2; seq 1 is delivered
         assert health.size_bytes == outbox.size_bytes and health.max_bytes == 10 * 1024 * 1024
         assert not health.over_limit and health.storage_error is None
-        assert 0 < health.disk_free_bytes
+        assert health.disk_free_bytes > 0
     closed = outbox.health()
     assert closed.pending is None and "closed" in closed.storage_error
 

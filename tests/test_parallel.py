@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from qrgate.decoding.factory import build_pipeline
 from qrgate.config import DecoderConfig
+from qrgate.decoding.factory import build_pipeline
 from qrgate.decoding.parallel import ParallelDecoder
 from qrgate.frames.base import Frame
 from qrgate.frames.synthetic import SyntheticGate, Visit
@@ -116,7 +116,8 @@ def test_a_failing_consumer_stops_the_pool_and_the_next_submit_raises_it():
 
 def test_frames_of_a_new_size_and_misuse():
     got = []
-    with ParallelDecoder(build_pipeline(DecoderConfig(presence_gate=False)), lambda f, c: got.append(f.grey.shape), workers=1) as pool:
+    with ParallelDecoder(build_pipeline(DecoderConfig(presence_gate=False)), lambda f, c: got.append(f.grey.shape),
+                         workers=1) as pool:
         pool.submit(Frame(np.full((120, 160), 90, np.uint8), 0.0, 0), wait=True)
         pool.submit(Frame(np.full((480, 640), 90, np.uint8), 0.0, 1), wait=True)
         pool.wait_idle(timeout=10)

@@ -39,8 +39,8 @@ from qrgate_provisioning.keys import (
 from qrgate_provisioning.mint import mint_dcc_pass, mint_qrgate_pass
 
 NOW = 1_767_225_600
-START = dt.datetime(2025, 6, 1, tzinfo=dt.timezone.utc)
-END = dt.datetime(2027, 6, 1, tzinfo=dt.timezone.utc)
+START = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
+END = dt.datetime(2027, 6, 1, tzinfo=dt.UTC)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,8 @@ def test_a_directory_of_pem_der_and_json_files_loads_every_key(tmp_path, dcc_iss
     store = TrustStore.from_paths([tmp_path])
     assert len(store) == 3
     (vn,) = store.keys_for(dcc_issuer.kid)
-    assert (vn.alg, vn.formats, vn.not_before, vn.not_after) == (PS256, {PassFormat.DCC}, START.timestamp(), END.timestamp())
+    assert ((vn.alg, vn.formats, vn.not_before, vn.not_after)
+            == (PS256, {PassFormat.DCC}, START.timestamp(), END.timestamp()))
     assert vn.kid == certificate_kid(dcc_issuer.certificate)
     assert vn.source == str(tmp_path / "vn.pem")
     assert store.keys_for(es256.kid)[0].alg == ES256
@@ -149,7 +150,7 @@ def test_an_unreadable_eku_refuses_the_certificate_naming_the_file(tmp_path) -> 
                    .serial_number(1).not_valid_before(START).not_valid_after(END)
                    .add_extension(broken, critical=False).sign(private_key, hashes.SHA256()))
     (tmp_path / "broken.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    with pytest.raises(TrustStoreError, match="broken.pem: certificate Extended Key Usage cannot be read"):
+    with pytest.raises(TrustStoreError, match=r"broken.pem: certificate Extended Key Usage cannot be read"):
         TrustStore.from_paths([tmp_path])
 
 
@@ -269,7 +270,8 @@ def test_issuer_files_round_trip_into_a_gate(tmp_path, dcc_issuer, qg_issuer) ->
     reloaded_dcc = load_issuer_key(dcc_paths["private_key"].read_bytes(), "VN", dcc_issuer.certificate)
     reloaded_qg = load_issuer_key(qg_paths["private_key"].read_bytes(), "VN-HN")
     assert (reloaded_dcc.alg, reloaded_qg.alg, reloaded_qg.kid) == ("PS256", "EdDSA", qg_issuer.kid)
-    hc1 = mint_dcc_pass(reloaded_dcc, dcc_issuer.certificate, fake_vaccination_payload("URN:UVCI:01:VN:1"), NOW, NOW + 60)
+    hc1 = mint_dcc_pass(reloaded_dcc, dcc_issuer.certificate, fake_vaccination_payload("URN:UVCI:01:VN:1"), NOW,
+                        NOW + 60)
     qg1 = mint_qrgate_pass(reloaded_qg, "VN-HN", b"\x02" * 8, "s", NOW, NOW + 60)
     assert verifier.verify(hc1, NOW).accepted and verifier.verify(qg1, NOW).accepted
 

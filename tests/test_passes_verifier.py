@@ -285,7 +285,8 @@ def test_a_key_never_verifies_under_another_algorithm(verifier, qg_es256) -> Non
     assert verifier.verify(text, NOW).reason is Reason.BAD_SIGNATURE
 
 
-@pytest.mark.parametrize("text", ["https://example.com/checkin?id=42", "", "HC1", "hc1:NCF", "QG2:ABC", "8934567890123"])
+@pytest.mark.parametrize("text", ["https://example.com/checkin?id=42", "", "HC1", "hc1:NCF", "QG2:ABC",
+                                  "8934567890123"])
 def test_other_texts_are_not_passes(verifier, text) -> None:
     verdict = verifier.verify(text, NOW)
     assert verdict.reason is Reason.NOT_A_PASS and verdict.format is PassFormat.UNKNOWN
@@ -300,7 +301,8 @@ def test_a_key_outside_its_window_is_not_trusted(qg_es256, tmp_path) -> None:
     for key in (expired_key, future_key):
         verdict = PassVerifier(TrustStore([key])).verify(qg_pass(qg_es256), NOW)
         assert verdict.reason is Reason.UNKNOWN_ISSUER and verdict.detail == "key_not_valid"
-    in_window = key_from_entry(trust_entry(qg_es256) | {"not_before": "2025-12-01", "not_after": "2026-02-01"}, tmp_path)
+    in_window = key_from_entry(trust_entry(qg_es256) | {"not_before": "2025-12-01", "not_after": "2026-02-01"},
+                               tmp_path)
     assert PassVerifier(TrustStore([in_window])).verify(qg_pass(qg_es256), NOW).accepted
 
 
@@ -334,8 +336,9 @@ def test_a_key_registered_for_two_issuers_signs_for_each_and_no_other(qg_es256, 
 def test_a_dcc_certificate_key_usage_limits_what_it_signs(usage, reason) -> None:
     import datetime as dt
 
-    start = dt.datetime.fromtimestamp(NOW - DAY, dt.timezone.utc)
-    issuer = new_dcc_issuer_key("VN", "ES256", not_before=start, not_after=start + dt.timedelta(days=30), dcc_types=usage)
+    start = dt.datetime.fromtimestamp(NOW - DAY, dt.UTC)
+    issuer = new_dcc_issuer_key("VN", "ES256", not_before=start, not_after=start + dt.timedelta(days=30),
+                                dcc_types=usage)
     verdict = PassVerifier(store_of(issuer)).verify(dcc_pass(issuer), NOW)  # a vaccination certificate
     assert verdict.reason is reason
     if reason is Reason.UNKNOWN_ISSUER:

@@ -50,7 +50,7 @@ P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 LIST_KEY = new_list_signer("EdDSA")
 STRANGER = new_list_signer("ES256")
-WINDOW = {"not_before": dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc), "not_after": dt.datetime(2028, 1, 1, tzinfo=dt.timezone.utc)}
+WINDOW = {"not_before": dt.datetime(2025, 1, 1, tzinfo=dt.UTC), "not_after": dt.datetime(2028, 1, 1, tzinfo=dt.UTC)}
 DCC_ES256 = new_dcc_issuer_key("VN", "ES256", **WINDOW)
 DCC_PS256 = new_dcc_issuer_key("VN", "PS256", **WINDOW)
 QG_EDDSA = new_issuer_key("VN-HN", "EdDSA")
@@ -80,8 +80,10 @@ def gate(tmp_path) -> TrustUpdates:
     return TrustUpdates(tmp_path / "state", provisioned_signers=SignerKeys.from_pem_dir(pins), static_store=anchors())
 
 
-def snapshot(version: int, entries: dict[HashType, list[bytes]], signer: IssuerKey = LIST_KEY, issued_at: int = NOW) -> bytes:
-    return build_revocation_snapshot(signer, entries, version=version, issued_at=issued_at, expires_at=issued_at + 2 * DAY)
+def snapshot(version: int, entries: dict[HashType, list[bytes]], signer: IssuerKey = LIST_KEY,
+             issued_at: int = NOW) -> bytes:
+    return build_revocation_snapshot(signer, entries, version=version, issued_at=issued_at,
+                                     expires_at=issued_at + 2 * DAY)
 
 
 def delta(version: int, base: int, add: dict | None = None, remove: dict | None = None) -> bytes:
@@ -133,7 +135,8 @@ def test_the_issuer_and_the_gate_hash_a_pass_the_same_way() -> None:
 def test_the_index_finds_exactly_its_hashes_including_ones_with_nul_bytes_at_either_end() -> None:
     # numpy's S dtype drops trailing NULs when it hands out an element: these would be missed by a naive lookup.
     awkward = [b"\x00" * 16, b"\x01" + b"\x00" * 15, b"\x00" * 15 + b"\x01", b"\xff" * 16, b"ab" + b"\x00" * 14]
-    near_misses = [b"\x01" + b"\x00" * 14 + b"\x01", b"\x00" * 14 + b"\x01\x00", b"ab" + b"\x00" * 13 + b"\x01", b"\xff" * 15 + b"\xfe"]
+    near_misses = [b"\x01" + b"\x00" * 14 + b"\x01", b"\x00" * 14 + b"\x01\x00", b"ab" + b"\x00" * 13 + b"\x01",
+                   b"\xff" * 15 + b"\xfe"]
     index = RevocationIndex.from_hashes({HashType.UCI: b"".join(awkward + awkward)})  # repeats are dropped
     assert len(index) == len(awkward) == index.count(HashType.UCI)
     assert all(index.contains(HashType.UCI, h) for h in awkward)
@@ -157,7 +160,8 @@ def test_an_index_of_100k_hashes_has_every_one_and_nothing_else() -> None:
 def test_a_delta_removes_then_adds_and_means_the_same_applied_to_any_order() -> None:
     a, b, c, d = (bytes([n]) * 16 for n in (1, 2, 3, 4))
     index = RevocationIndex.from_hashes({HashType.UCI: a + b + c})
-    changed = index.apply_delta(add={HashType.UCI: d + a, HashType.SIGNATURE: b}, remove={HashType.UCI: b + d + bytes(16)})
+    changed = index.apply_delta(add={HashType.UCI: d + a, HashType.SIGNATURE: b},
+                                remove={HashType.UCI: b + d + bytes(16)})
     assert changed.hashes(HashType.UCI) == a + c + d  # d removed (absent) then added; a added again: no repeat
     assert changed.hashes(HashType.SIGNATURE) == b
     assert index.hashes(HashType.UCI) == a + b + c  # the old index is untouched (the verifier may still hold it)
@@ -170,7 +174,8 @@ def test_the_state_file_round_trips_and_any_damage_is_detected() -> None:
     loaded = decode_state(data)
     assert (loaded.version, loaded.issued_at, loaded.expires_at, loaded.digest) == (7, NOW, NOW + DAY, b"d" * 32)
     assert all(loaded.index.hashes(t) == index.hashes(t) for t in HashType)
-    for damaged in (data[:-1], data[:40], data + b"\x00", data[:-5] + bytes([data[-5] ^ 1]) + data[-4:], b"", b"QGREVOK1"):
+    for damaged in (data[:-1], data[:40], data + b"\x00", data[:-5] + bytes([data[-5] ^ 1]) + data[-4:], b"",
+                    b"QGREVOK1"):
         with pytest.raises(ValueError):
             decode_state(damaged)
 
@@ -226,20 +231,22 @@ def test_an_es256_signature_with_s_negated_is_still_revoked(tmp_path) -> None:
     twin = "HC1:" + base45.b45encode(zlib.compress(cbor2.dumps(cbor2.CBORTag(18, parts)))).decode()
     updates = gate(tmp_path)
     assert PassVerifier(updates.authority).verify(twin, NOW).accepted  # a valid pass in its own right
-    assert updates.offer(snapshot(1, {HashType.SIGNATURE: [pass_hashes(text)[HashType.SIGNATURE]]}), "test", NOW).accepted
+    assert updates.offer(snapshot(1, {HashType.SIGNATURE: [pass_hashes(text)[HashType.SIGNATURE]]}),
+                         "test", NOW).accepted
     assert PassVerifier(updates.authority).verify(twin, NOW).reason is Reason.REVOKED
 
 
 def test_revoked_outranks_expired(tmp_path) -> None:
     assert DCC_ES256.certificate is not None
-    text = mint_dcc_pass(DCC_ES256, DCC_ES256.certificate, fake_vaccination_payload("URN:UVCI:01:VN:OLD"), NOW - 9 * DAY, NOW - DAY)
+    text = mint_dcc_pass(DCC_ES256, DCC_ES256.certificate, fake_vaccination_payload("URN:UVCI:01:VN:OLD"),
+                         NOW - 9 * DAY, NOW - DAY)
     updates = gate(tmp_path)
     assert PassVerifier(updates.authority).verify(text, NOW).reason is Reason.EXPIRED
     assert updates.offer(snapshot(1, {HashType.UCI: [uci_hash("URN:UVCI:01:VN:OLD")]}), "test", NOW).accepted
     assert PassVerifier(updates.authority).verify(text, NOW).reason is Reason.REVOKED
 
 
-# --- snapshots, deltas, and refusals ---------------------------------------------------------------------------------------
+# --- snapshots, deltas, and refusals ----------------------------------------------------------------------------------
 
 
 def test_a_delta_on_the_version_in_force_applies(tmp_path, minted) -> None:
@@ -268,11 +275,14 @@ def test_a_delta_on_another_base_is_refused_and_a_snapshot_recovers(tmp_path, mi
     first = delta(2, 1, add={HashType.QRGATE_PASS_ID: [qg_hashes[HashType.QRGATE_PASS_ID]]})
     assert updates.offer(first, "test", NOW).outcome is ListOutcome.BASE_MISMATCH  # nothing in force yet
     assert updates.offer(snapshot(3, {}), "test", NOW).accepted
-    refused = updates.offer(delta(4, 2, add={HashType.QRGATE_PASS_ID: [qg_hashes[HashType.QRGATE_PASS_ID]]}), "test", NOW)
+    refused = updates.offer(delta(4, 2, add={HashType.QRGATE_PASS_ID: [qg_hashes[HashType.QRGATE_PASS_ID]]}),
+                            "test", NOW)
     assert (refused.outcome, refused.list_type, refused.version) == (ListOutcome.BASE_MISMATCH, ListType.REVOCATION, 4)
     assert "v2" in (refused.detail or "") and "v3" in (refused.detail or "")
-    assert updates.revocation_version == 3 and PassVerifier(updates.authority).verify(minted["qrgate_eddsa"], NOW).accepted
-    assert updates.offer(delta(4, 3, add={HashType.QRGATE_PASS_ID: [qg_hashes[HashType.QRGATE_PASS_ID]]}), "test", NOW).accepted
+    assert (updates.revocation_version == 3
+            and PassVerifier(updates.authority).verify(minted["qrgate_eddsa"], NOW).accepted)
+    assert updates.offer(delta(4, 3, add={HashType.QRGATE_PASS_ID: [qg_hashes[HashType.QRGATE_PASS_ID]]}),
+                         "test", NOW).accepted
     assert PassVerifier(updates.authority).verify(minted["qrgate_eddsa"], NOW).reason is Reason.REVOKED
 
 

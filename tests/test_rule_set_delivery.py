@@ -10,14 +10,14 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import cbor2
 import pytest
-from mqtt_helpers import retained, wait_until
-from test_trustlist_delivery import issuer_cli, raw_publish
 
+from mqtt_helpers import retained, wait_until
 from qrgate import wire
 from qrgate.config import GateConfig, RulesConfig
 from qrgate.errors import ConfigError
@@ -30,6 +30,7 @@ from qrgate.trust_updates import REFUSED_SUFFIX, RULE_SET_FILE, RULE_SET_LAST_GO
 from qrgate_provisioning.keys import IssuerKey, private_key_pem
 from qrgate_provisioning.mint import sign1
 from qrgate_provisioning.trustlist import build_rule_set, build_trust_list, new_list_signer, public_pem, spki
+from test_trustlist_delivery import issuer_cli, raw_publish
 
 DAY, HOUR = 86_400, 3_600
 NOW = int(time.time())  # the commands sign with the real clock
@@ -92,7 +93,8 @@ def test_a_signed_rule_set_replaces_the_builtin_one_and_a_restart_keeps_it(tmp_p
 
     acceptance = updates.offer(document, "file", NOW)
 
-    assert (acceptance.outcome, acceptance.list_type, acceptance.version) == (ListOutcome.ACCEPTED, ListType.RULE_SET, 1)
+    assert ((acceptance.outcome, acceptance.list_type, acceptance.version)
+            == (ListOutcome.ACCEPTED, ListType.RULE_SET, 1))
     assert acceptance.detail == "13 rules of VN"
     assert updates.rules.signed and reason(updates.rules, pcr(60)) is Reason.TEST_TOO_OLD  # 48 h now, not 72
     assert updates.authority.state.rules is updates.rules
@@ -137,7 +139,8 @@ REFUSALS = {
     "bad_signature": (lambda: tampered(rule_set(3)), None, ListOutcome.BAD_SIGNATURE, "kid"),
     "rolled_back": (lambda: rule_set(1, content=province_content(12)), None, ListOutcome.ROLLBACK, "v2 is in force"),
     "same_version": (lambda: rule_set(2, content=province_content(12)), None, ListOutcome.ROLLBACK, "v2 is in force"),
-    "expired": (lambda: rule_set(3, issued_at=NOW - 10 * DAY, valid_s=9 * DAY), None, ListOutcome.EXPIRED, "expired at"),
+    "expired": (lambda: rule_set(3, issued_at=NOW - 10 * DAY, valid_s=9 * DAY), None, ListOutcome.EXPIRED,
+                "expired at"),
     "invalid_certlogic": (invalid_logic_document, None, ListOutcome.MALFORMED,
                           "rules[3] VR-VN-0003: Logic is not valid CertLogic"),
     "unknown_field": (lambda: signed_payload({"type": "qrgate-rule-set", "version": 3, "issued_at": NOW,
@@ -148,7 +151,8 @@ REFUSALS = {
                        None, ListOutcome.MALFORMED, "content must be text"),
     "a_trust_list_on_the_rules_topic": (lambda: build_trust_list(LIST_KEY, [], version=9, issued_at=NOW,
                                                                  expires_at=NOW + DAY),
-                                        ListType.RULE_SET, ListOutcome.WRONG_TYPE, "where a qrgate-rule-set was expected"),
+                                        ListType.RULE_SET, ListOutcome.WRONG_TYPE,
+                                        "where a qrgate-rule-set was expected"),
     "a_rule_set_on_the_trust_list_topic": (lambda: rule_set(3), ListType.TRUST_LIST, ListOutcome.WRONG_TYPE,
                                            "a qrgate-rule-set where a qrgate-trust-list was expected"),
 }
@@ -191,7 +195,8 @@ def test_a_rule_set_signed_before_a_key_rotation_still_loads_at_start_up(tmp_pat
     updates = gate(tmp_path)
     assert updates.offer(rule_set(1), "file", NOW).accepted
     successor = new_list_signer("EdDSA")
-    rotate = build_trust_list(LIST_KEY, [], version=1, issued_at=NOW, expires_at=NOW + DAY, next_signers=[spki(successor)])
+    rotate = build_trust_list(LIST_KEY, [], version=1, issued_at=NOW, expires_at=NOW + DAY,
+                              next_signers=[spki(successor)])
     retire = build_trust_list(successor, [], version=2, issued_at=NOW, expires_at=NOW + DAY)
     assert updates.offer(rotate, "file", NOW).accepted and updates.offer(retire, "file", NOW).accepted
     assert updates.offer(rule_set(2), "file", NOW).outcome is ListOutcome.UNKNOWN_SIGNER  # the old key: no more
@@ -211,7 +216,8 @@ def list_key_file(tmp_path: Path) -> Path:
 
 def test_rules_build_signs_the_builtin_set_by_default_and_a_gate_accepts_it(tmp_path, list_key_file, capsys) -> None:
     out = tmp_path / "rules.cose"
-    assert issuer_cli("rules", "build", "--version", "3", "--valid-days", "10", "--signer", list_key_file, "--out", out) == 0
+    assert issuer_cli("rules", "build", "--version", "3", "--valid-days", "10", "--signer", list_key_file,
+                      "--out", out) == 0
     assert "rule set v3 from " in capsys.readouterr().out
     updates = gate(tmp_path)
     assert updates.offer(out.read_bytes(), "file", time.time(), expect=ListType.RULE_SET).accepted
@@ -225,7 +231,8 @@ def test_rules_build_refuses_a_source_a_gate_would_refuse(tmp_path, list_key_fil
     content["rules"][5]["Logic"] = {"var": 0}  # invalid: a var path must be a string
     source.write_text(json.dumps(content))
     out = tmp_path / "rules.cose"
-    assert issuer_cli("rules", "build", "--source", source, "--version", "3", "--signer", list_key_file, "--out", out) == 1
+    assert issuer_cli("rules", "build", "--source", source, "--version", "3", "--signer", list_key_file,
+                      "--out", out) == 1
     error = capsys.readouterr().err
     assert "a gate would refuse this list: malformed: rules[5] TR-VN-0001: Logic is not valid CertLogic" in error
     assert not out.exists()
@@ -238,7 +245,8 @@ def test_rules_publish_to_a_drop_directory_and_the_gate_imports_it(tmp_path, lis
     drop = tmp_path / "drop"
     drop.mkdir()
     good, forged = tmp_path / "good.cose", tmp_path / "forged.cose"
-    assert issuer_cli("rules", "build", "--source", BUILTIN, "--version", "5", "--signer", list_key_file, "--out", good) == 0
+    assert issuer_cli("rules", "build", "--source", BUILTIN, "--version", "5", "--signer", list_key_file,
+                      "--out", good) == 0
     forged.write_bytes(rule_set(6, signer=STRANGER))
     assert issuer_cli("rules", "publish", good, "--to-dir", drop) == 0
     assert issuer_cli("publish", forged, "--to-dir", drop) == 0  # the general publish routes rule sets too
@@ -274,7 +282,8 @@ def daemon_config(tmp_path: Path, port: int) -> GateConfig:
 def test_a_rule_set_published_retained_reaches_the_daemon_and_garbage_on_the_topic_is_refused(
         tmp_path, broker, list_key_file, capsys, caplog) -> None:
     document = tmp_path / "rules.cose"
-    assert issuer_cli("rules", "build", "--source", BUILTIN, "--version", "7", "--signer", list_key_file, "--out", document) == 0
+    assert issuer_cli("rules", "build", "--source", BUILTIN, "--version", "7", "--signer", list_key_file,
+                      "--out", document) == 0
     assert issuer_cli("rules", "publish", document, "--mqtt-host", broker.host, "--mqtt-port", str(broker.port)) == 0
     assert f"published on {wire.RULE_SET_TOPIC} (retained, QoS 1)" in capsys.readouterr().out
     assert retained(broker.host, broker.port, wire.RULE_SET_TOPIC).payload == document.read_bytes()
@@ -289,12 +298,15 @@ def test_a_rule_set_published_retained_reaches_the_daemon_and_garbage_on_the_top
         assert "| rules v7" in service.status_line()
 
         caplog.set_level(logging.WARNING, logger="qrgate.trust_updates")
+
+        def refusal_logged(outcome: str) -> Callable[[], bool]:
+            return lambda: any(f"refused: {outcome}" in r.getMessage() for r in caplog.records)
+
         for document_bytes, outcome in ((invalid_logic_document(9), "malformed"),
                                         (rule_set(8, signer=STRANGER), "unknown_signer"),
                                         (rule_set(6), "rollback")):
             raw_publish(broker, wire.RULE_SET_TOPIC, document_bytes)
-            wait_until(lambda: any(f"refused: {outcome}" in r.getMessage() for r in caplog.records), 10,
-                       f"the gate to refuse a {outcome} rule set")
+            wait_until(refusal_logged(outcome), 10, f"the gate to refuse a {outcome} rule set")
         assert service.trust_updates.rules is in_force
         service.uplink.stop(flush_timeout_s=1.0)
     finally:

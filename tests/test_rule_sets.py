@@ -39,7 +39,7 @@ def vaccination(**entry: Any) -> dict[str, Any]:
 
 
 def lab_test(hours_ago: float = 48, **entry: Any) -> dict[str, Any]:
-    sample = dt.datetime.fromtimestamp(AT - hours_ago * HOUR, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    sample = dt.datetime.fromtimestamp(AT - hours_ago * HOUR, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {"ver": "1.3.0", "nam": {"fnt": "NGUYEN"}, "dob": "1990",
             "t": [{"tg": "840539006", "tt": "LP6464-4", "nm": "PCR", "sc": sample, "tr": "260415000", "tc": "Bach Mai",
                    "co": "VN", "is": "Ministry of Health", "ci": "URN:UVCI:01:VN:T1", **entry}]}
@@ -51,8 +51,10 @@ def recovery(**entry: Any) -> dict[str, Any]:
                    "is": "Ministry of Health", "ci": "URN:UVCI:01:VN:R1", **entry}]}
 
 
-def judge(payload: dict[str, Any], at: float = AT, rules: RuleSet | None = None, country: str | None = "VN") -> RuleOutcome:
-    return (rules or builtin_rule_set()).judge(payload, at=at, iat=int(at) - DAY, exp=int(at) + 30 * DAY, country=country)
+def judge(payload: dict[str, Any], at: float = AT, rules: RuleSet | None = None,
+          country: str | None = "VN") -> RuleOutcome:
+    return (rules or builtin_rule_set()).judge(payload, at=at, iat=int(at) - DAY, exp=int(at) + 30 * DAY,
+                                               country=country)
 
 
 # --- the built-in rule set, reason by reason ------------------------------------------------------------------------
@@ -172,7 +174,8 @@ PCR_WITHIN = lambda hours: {"before": [{"plusTime": [{"var": "external.validatio
 
 def test_the_newest_version_whose_window_holds_the_clock_is_the_one_applied() -> None:
     rules = rule_set(rule("TR-VN-0001", PCR_WITHIN(72), "test_too_old"),
-                     rule("TR-VN-0001", PCR_WITHIN(48), "test_too_old", Version="1.1.0", ValidFrom="2022-01-10T00:00:00Z"),
+                     rule("TR-VN-0001", PCR_WITHIN(48), "test_too_old", Version="1.1.0",
+                          ValidFrom="2022-01-10T00:00:00Z"),
                      rule("TR-VN-0001", PCR_WITHIN(1), "test_too_old", Version="0.9.0"))
     sixty_hours = lab_test(hours_ago=60)
     assert judge(sixty_hours, rules=rules).reason is Reason.TEST_TOO_OLD  # 1.1.0, in force since 2022-01-10
@@ -207,7 +210,8 @@ def test_an_evaluation_error_or_a_result_that_is_not_true_fails_the_rule() -> No
 def test_the_rules_see_the_external_context() -> None:
     reads = rule_set(rule("VR-VN-0001", {"and": [
         {"===": [{"var": "external.countryCode"}, "VN"]}, {"===": [{"var": "external.issuerCountryCode"}, "SG"]},
-        {"after": [{"plusTime": [{"var": "external.exp"}, 0, "day"]}, {"plusTime": [{"var": "external.iat"}, 0, "day"]}]},
+        {"after": [{"plusTime": [{"var": "external.exp"}, 0, "day"]},
+                   {"plusTime": [{"var": "external.iat"}, 0, "day"]}]},
     ]}))
     assert judge(vaccination(), rules=reads, country="SG").accepted
     assert not judge(vaccination(), rules=reads, country="VN").accepted
@@ -232,7 +236,8 @@ def test_a_rule_reading_a_value_set_the_rule_set_does_not_carry_refuses_the_whol
     with pytest.raises(ListRefused) as refused:
         parse_content(content(rule("VR-VN-0001", True), rule("VR-VN-0002", reads_absent)))
     assert refused.value.outcome is ListOutcome.MALFORMED
-    assert refused.value.detail == "rules[1] VR-VN-0002 v1.0.0: reads value set absent, which the rule set does not carry"
+    assert refused.value.detail == ("rules[1] VR-VN-0002 v1.0.0: reads value set absent, "
+                                    "which the rule set does not carry")
 
 
 def test_every_invalid_expression_of_the_validation_suite_refuses_the_rule_set_naming_the_rule() -> None:
@@ -266,7 +271,8 @@ def with_rule(**changes: Any) -> str:
     (with_rule(EngineVersion="2.0.0"), ListOutcome.MALFORMED, "CertLogic 1.x"),
     (with_rule(Version="1.0"), ListOutcome.MALFORMED, "Version must be a version like 1.0.0"),
     (with_rule(ValidFrom="2021-07-01"), ListOutcome.MALFORMED, "ValidFrom must be a date-time"),
-    (with_rule(ValidTo="2021-07-01T00:00:00"), ListOutcome.MALFORMED, "ValidTo must be a date-time with its UTC offset"),
+    (with_rule(ValidTo="2021-07-01T00:00:00"), ListOutcome.MALFORMED,
+     "ValidTo must be a date-time with its UTC offset"),
     (with_rule(ValidTo="2021-06-01T00:00:00Z"), ListOutcome.MALFORMED, "ValidTo is not after ValidFrom"),
     (with_rule(AffectedFields=[]), ListOutcome.MALFORMED, "AffectedFields"),
     (with_rule(Description="complete"), ListOutcome.MALFORMED, "Description must be"),
@@ -320,7 +326,8 @@ def test_load_rule_set_errors_name_the_file_and_the_problem(tmp_path) -> None:
     for path, signers, message in [
         (tmp_path / "absent.json", None, "absent.json: cannot read the rule set"),
         (signed, None, "policy.cose: a signed rule set, and no list keys were given"),
-        (signed, SignerKeys([SignerKey.from_spki(spki(STRANGER), "t")]), "policy.cose: not a usable rule set: unknown_signer"),
+        (signed, SignerKeys([SignerKey.from_spki(spki(STRANGER), "t")]),
+         "policy.cose: not a usable rule set: unknown_signer"),
         (bad, None, 'bad.json: not a usable rule set: malformed: rules[3] VR-VN-0003: Logic is not valid CertLogic'),
     ]:
         with pytest.raises(RuleSetError) as error:

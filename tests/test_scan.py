@@ -46,7 +46,8 @@ def test_json_lines_give_text_corners_and_time(vn_pass, no_code, capsys):
     assert code["text"].startswith("HC1:") and len(code["text"]) == 825
     # The symbol fills the 252x235 image from about (30, 21) to (226, 217), corners clockwise from top-left.
     expected = [(30, 21), (226, 21), (226, 217), (30, 217)]
-    assert all(abs(x - ex) <= 3 and abs(y - ey) <= 3 for (x, y), (ex, ey) in zip(code["corners"], expected))
+    assert all(abs(x - ex) <= 3 and abs(y - ey) <= 3
+               for (x, y), (ex, ey) in zip(code["corners"], expected, strict=True))
     assert first["ms"] > 0
     assert second == {"file": str(no_code), "codes": [], "ms": second["ms"]}
 

@@ -57,8 +57,8 @@ STRANGER = new_list_signer("EdDSA")
 HANOI = new_issuer_key("VN-HN", "EdDSA")
 HUE = new_issuer_key("VN-HUE", "ES256")
 STATIC = new_issuer_key("VN-STATIC", "EdDSA")  # only in the configuration's static anchors
-DCC = new_dcc_issuer_key("VN", "ES256", not_before=dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc),
-                         not_after=dt.datetime(2028, 1, 1, tzinfo=dt.timezone.utc))
+DCC = new_dcc_issuer_key("VN", "ES256", not_before=dt.datetime(2025, 1, 1, tzinfo=dt.UTC),
+                         not_after=dt.datetime(2028, 1, 1, tzinfo=dt.UTC))
 
 
 def trusted(issuer: IssuerKey) -> TrustedKey:
@@ -88,7 +88,8 @@ def pins_dir(tmp_path: Path, *keys: IssuerKey) -> Path:
     return directory
 
 
-def gate(tmp_path: Path, *, static: tuple[IssuerKey, ...] = (STATIC,), pins: tuple[IssuerKey, ...] = (OLD,)) -> TrustUpdates:
+def gate(tmp_path: Path, *, static: tuple[IssuerKey, ...] = (STATIC,),
+         pins: tuple[IssuerKey, ...] = (OLD,)) -> TrustUpdates:
     """A gate's list state as the daemon opens it: the same state directory every time it is called."""
     return TrustUpdates(tmp_path / "state", provisioned_signers=SignerKeys.from_pem_dir(pins_dir(tmp_path, *pins)),
                         static_store=TrustStore(trusted(i) for i in static))
@@ -104,7 +105,8 @@ def reason(updates: TrustUpdates, text: str, at: float = NOW) -> Reason:
 def test_a_valid_list_is_accepted_saved_and_replaces_the_static_anchors(tmp_path) -> None:
     updates = gate(tmp_path)
     assert (updates.version, updates.issued_at, updates.age_s(NOW)) == (None, None, None)
-    assert reason(updates, qg_pass(STATIC)) is Reason.ACCEPTED and reason(updates, qg_pass(HANOI)) is Reason.UNKNOWN_ISSUER
+    assert (reason(updates, qg_pass(STATIC)) is Reason.ACCEPTED
+            and reason(updates, qg_pass(HANOI)) is Reason.UNKNOWN_ISSUER)
 
     document = trust_list(1, HANOI, HUE)
     acceptance = updates.offer(document, "test", NOW + 60)
@@ -130,7 +132,8 @@ def test_the_same_document_again_is_unchanged_not_a_rollback(tmp_path) -> None:
 
 def test_certificates_in_the_list_are_dcc_signing_certificates(tmp_path) -> None:
     assert DCC.certificate is not None
-    document = build_trust_list(OLD, [certificate_entry(DCC.certificate)], version=1, issued_at=NOW, expires_at=NOW + DAY)
+    document = build_trust_list(OLD, [certificate_entry(DCC.certificate)], version=1, issued_at=NOW,
+                                expires_at=NOW + DAY)
     updates = gate(tmp_path)
     assert updates.offer(document, "test", NOW).accepted
     (key,) = updates.authority.state.store
@@ -189,10 +192,14 @@ def refusals() -> list[tuple[str, object, ListOutcome]]:
         ("expires before issued", signed_payload(valid_payload(expires_at=NOW - 1)), ListOutcome.MALFORMED),
         ("unknown field", signed_payload(valid_payload(comment="x")), ListOutcome.MALFORMED),
         ("keys not an array", signed_payload(valid_payload(keys={"a": 1})), ListOutcome.MALFORMED),
-        ("key with both forms", signed_payload(valid_payload(keys=[entry(HUE) | {"certificate": b"x"}])), ListOutcome.MALFORMED),
-        ("key alg mismatch", signed_payload(valid_payload(keys=[entry(HUE) | {"alg": "EdDSA"}])), ListOutcome.MALFORMED),
-        ("key not DER", signed_payload(valid_payload(keys=[entry(HUE) | {"public_key": b"\x30\x00"}])), ListOutcome.MALFORMED),
-        ("key unknown field", signed_payload(valid_payload(keys=[entry(HUE) | {"usage": "all"}])), ListOutcome.MALFORMED),
+        ("key with both forms", signed_payload(valid_payload(keys=[entry(HUE) | {"certificate": b"x"}])),
+         ListOutcome.MALFORMED),
+        ("key alg mismatch", signed_payload(valid_payload(keys=[entry(HUE) | {"alg": "EdDSA"}])),
+         ListOutcome.MALFORMED),
+        ("key not DER", signed_payload(valid_payload(keys=[entry(HUE) | {"public_key": b"\x30\x00"}])),
+         ListOutcome.MALFORMED),
+        ("key unknown field", signed_payload(valid_payload(keys=[entry(HUE) | {"usage": "all"}])),
+         ListOutcome.MALFORMED),
         ("too many keys", signed_payload(valid_payload(keys=[{}] * (MAX_KEYS + 1))), ListOutcome.TOO_LARGE),
         ("a pass, not a list", qg_pass(HANOI).encode(), ListOutcome.MALFORMED),
     ]
@@ -326,7 +333,7 @@ def test_the_last_good_list_still_loads_after_its_signer_was_rotated_out(tmp_pat
     assert {k.spki for k in restarted.pinned_signers} == {spki(NEW)}  # the pins do not go back with the list
 
 
-# --- start-up -----------------------------------------------------------------------------------------------------------
+# --- start-up ---------------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("damage", "logged_reason"), [
@@ -346,7 +353,8 @@ def test_a_damaged_current_file_falls_back_to_the_last_good_one(tmp_path, caplog
         restarted = gate(tmp_path)
 
     assert restarted.version == 1
-    assert reason(restarted, qg_pass(HANOI)) is Reason.ACCEPTED and reason(restarted, qg_pass(HUE)) is Reason.UNKNOWN_ISSUER
+    assert (reason(restarted, qg_pass(HANOI)) is Reason.ACCEPTED
+            and reason(restarted, qg_pass(HUE)) is Reason.UNKNOWN_ISSUER)
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and str(current) in errors[0] and logged_reason in errors[0]
     # The damaged file is kept aside; the next list does not push the good one out.
@@ -367,7 +375,8 @@ def test_with_no_usable_list_the_static_anchors_are_used_and_the_log_says_so(tmp
         restarted = gate(tmp_path)
 
     assert restarted.version is None
-    assert reason(restarted, qg_pass(STATIC)) is Reason.ACCEPTED and reason(restarted, qg_pass(HANOI)) is Reason.UNKNOWN_ISSUER
+    assert (reason(restarted, qg_pass(STATIC)) is Reason.ACCEPTED
+            and reason(restarted, qg_pass(HANOI)) is Reason.UNKNOWN_ISSUER)
     messages = " | ".join(r.getMessage() for r in caplog.records)
     assert "static trust anchors" in messages and TRUST_LIST_LAST_GOOD in messages
     assert restarted.offer(trust_list(3, HANOI), "test", NOW).accepted  # and a new list is accepted again
@@ -418,11 +427,11 @@ def test_provisioned_pins_must_exist_and_be_list_keys(tmp_path) -> None:
     (tmp_path / "rsa").mkdir()
     rsa_key = new_dcc_issuer_key("VN", "PS256", not_before=dt.datetime(2025, 1, 1), not_after=dt.datetime(2027, 1, 1))
     (tmp_path / "rsa" / "k.pem").write_bytes(public_pem(rsa_key))
-    with pytest.raises(TrustStoreError, match="ES256 .P-256. or Ed25519"):
+    with pytest.raises(TrustStoreError, match=r"ES256 .P-256. or Ed25519"):
         SignerKeys.from_pem_dir(tmp_path / "rsa")
 
 
-# --- staleness ----------------------------------------------------------------------------------------------------------
+# --- staleness --------------------------------------------------------------------------------------------------------
 
 
 def test_a_stale_list_is_flagged_or_refused_by_policy(tmp_path) -> None:
@@ -462,7 +471,8 @@ def test_a_list_past_its_expiry_is_stale_whatever_its_age(tmp_path) -> None:
 def test_static_anchors_are_never_stale_and_a_clock_behind_the_list_is_not_stale() -> None:
     state = TrustState(TrustStore([trusted(HANOI)]))
     assert not state.is_stale(NOW + 365 * DAY, 1.0) and state.list_age_s(NOW) is None
-    verdict = PassVerifier(TrustStore([trusted(HANOI)]), max_age_s=1.0, stale_policy="refuse").verify(qg_pass(HANOI), NOW)
+    verdict = PassVerifier(TrustStore([trusted(HANOI)]), max_age_s=1.0,
+                           stale_policy="refuse").verify(qg_pass(HANOI), NOW)
     assert verdict.accepted and not verdict.trust_stale
     listed = TrustState(TrustStore(), list_version=1, list_issued_at=NOW, list_expires_at=NOW + DAY)
     assert listed.list_age_s(NOW - HOUR) == 0 and not listed.is_stale(NOW - HOUR, 60)
@@ -474,7 +484,8 @@ def test_the_report_says_which_lists_are_in_force_and_how_old(tmp_path) -> None:
                                               "trust_stale": False, "revocation_version": None,
                                               "rule_set_version": None, "rule_set_age_s": None}
     assert updates.offer(trust_list(3, HANOI), "test", NOW).accepted
-    assert updates.offer(build_revocation_snapshot(OLD, {}, version=8, issued_at=NOW, expires_at=NOW + DAY), "test", NOW).accepted
+    assert updates.offer(build_revocation_snapshot(OLD, {}, version=8, issued_at=NOW, expires_at=NOW + DAY),
+                         "test", NOW).accepted
     assert updates.report(NOW + 25 * HOUR, 24 * HOUR) == {"trust_list_version": 3, "trust_list_age_s": 25 * HOUR,
                                                           "trust_stale": True, "revocation_version": 8,
                                                           "rule_set_version": None, "rule_set_age_s": None}

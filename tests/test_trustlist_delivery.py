@@ -10,13 +10,14 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from mqtt_helpers import Subscriber, make_pki, retained, wait_until
 from paho.mqtt.enums import CallbackAPIVersion
-from qrgate.tools.broker import BrokerTls, MosquittoBroker
+
+from mqtt_helpers import Subscriber, make_pki, retained, wait_until
 from qrgate.passes.signed_list import ListOutcome, ListType, SignerKeys
 from qrgate.passes.trust import TrustStore
 from qrgate.passes.verdict import Reason
 from qrgate.passes.verifier import PassVerifier
+from qrgate.tools.broker import BrokerTls, MosquittoBroker
 from qrgate.trust_updates import REFUSED_SUFFIX, TrustUpdates
 from qrgate.wire import REVOCATION_TOPIC, TRUST_LIST_TOPIC
 from qrgate_provisioning.cli import build_parser
@@ -163,7 +164,7 @@ def test_revoking_whole_pass_texts(tmp_path, province) -> None:
     assert (updates.offer(trust.read_bytes(), "file", NOW).accepted
             and updates.offer(revocation.read_bytes(), "file", NOW).accepted)
     index = updates.authority.state.revoked
-    assert {t: index.count(t) for t in pass_hashes(texts["qrgate"])} == {t: 1 for t in pass_hashes(texts["qrgate"])}
+    assert {t: index.count(t) for t in pass_hashes(texts["qrgate"])} == dict.fromkeys(pass_hashes(texts["qrgate"]), 1)
     verifier = PassVerifier(updates.authority)
     assert (verifier.verify(texts["qrgate"], NOW).reason is Reason.REVOKED
             and verifier.verify(texts["dcc"], NOW).accepted)

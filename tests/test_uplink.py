@@ -9,6 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+
 from mqtt_helpers import (
     DEVICE_ID,
     Subscriber,
@@ -125,7 +126,7 @@ def test_a_refused_publish_stays_pending_and_is_retried_until_the_acl_allows_it(
         # with an acl_file drops messages for a restored session until its client reconnects.)
         strict.reload()
         wait_until(lambda: outbox.pending_count() == 0, 10, "delivery once the ACL allows it")
-        wait_until(lambda: subscriber.checkins(), 5, "the check-in at the subscriber")
+        wait_until(subscriber.checkins, 5, "the check-in at the subscriber")
         assert distinct_ids(subscriber) == [event_id]
 
 
@@ -189,7 +190,8 @@ def test_unacknowledged_events_are_resent_with_the_same_ids_after_a_power_cut(
             wait_until(lambda: outbox.pending_count() == 0, 10, "the successor to deliver the rest")
             assert successor.stats.delivered == 12  # the 5 unacknowledged ones were resent
         stored = dict(_all_events(outbox))
-        wait_until(lambda: {e.event_id for e in subscriber.checkins()} == set(stored), 5, "every event at the subscriber")
+        wait_until(lambda: {e.event_id for e in subscriber.checkins()} == set(stored), 5,
+                   "every event at the subscriber")
     copies: dict[str, set[bytes]] = defaultdict(set)
     for message in subscriber.on(CHECKINS):
         copies[wire.CheckinEvent.from_json(message.payload).event_id].add(message.payload)
@@ -286,7 +288,9 @@ def test_the_documented_contract_lists_every_topic_and_payload_field() -> None:
             assert f"| `{name}` |" in doc, f"docs/mqtt.md does not document {model.__name__}.{name}"
 
 
-def test_retained_province_messages_reach_their_handler_on_the_inbound_thread(broker: MosquittoBroker, outbox: Outbox) -> None:
+def test_retained_province_messages_reach_their_handler_on_the_inbound_thread(
+    broker: MosquittoBroker, outbox: Outbox
+) -> None:
     import threading
 
     import paho.mqtt.client as mqtt
@@ -317,7 +321,9 @@ def test_retained_province_messages_reach_their_handler_on_the_inbound_thread(br
     assert (status.trust_list_version, status.clock_synced) == (7, True)
 
 
-def test_stop_flushes_to_a_broker_that_comes_back_within_the_flush_window(broker: MosquittoBroker, outbox: Outbox) -> None:
+def test_stop_flushes_to_a_broker_that_comes_back_within_the_flush_window(
+    broker: MosquittoBroker, outbox: Outbox
+) -> None:
     import threading
 
     broker.stop()

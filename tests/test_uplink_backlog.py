@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+
 from mqtt_helpers import (
     DEVICE_ID,
     Subscriber,
@@ -27,15 +28,17 @@ def test_the_backlog_drains_oldest_first_at_its_rate_while_a_new_checkin_goes_ah
 ) -> None:
     backlog = append(outbox, 150)  # stored while the link was down
     rate = 50.0
-    with Subscriber(broker.host, broker.port, [CHECKINS]) as subscriber:
-        with uplink_for(outbox, broker, max_backlog_rate=rate) as uplink:
-            started = time.monotonic()
-            wait_until(lambda: len(subscriber.checkins()) >= 20, 10, "the drain to start")
-            [live] = append(outbox, 1)  # a visitor checks in during the drain
-            uplink.wake()
-            wait_until(lambda: outbox.pending_count() == 0, 20, "the whole backlog")
-            drained_in = time.monotonic() - started
-            wait_until(lambda: len(subscriber.checkins()) == 151, 5, "151 check-ins")
+    with (
+        Subscriber(broker.host, broker.port, [CHECKINS]) as subscriber,
+        uplink_for(outbox, broker, max_backlog_rate=rate) as uplink,
+    ):
+        started = time.monotonic()
+        wait_until(lambda: len(subscriber.checkins()) >= 20, 10, "the drain to start")
+        [live] = append(outbox, 1)  # a visitor checks in during the drain
+        uplink.wake()
+        wait_until(lambda: outbox.pending_count() == 0, 20, "the whole backlog")
+        drained_in = time.monotonic() - started
+        wait_until(lambda: len(subscriber.checkins()) == 151, 5, "151 check-ins")
     arrived = [e.event_id for e in subscriber.checkins()]
     assert [event_id for event_id in arrived if event_id != live] == backlog  # oldest first
     assert arrived.index(live) < 150  # it did not wait for the backlog to finish

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from qrgate.tools.bench_uplink import outbox_wear
 
 

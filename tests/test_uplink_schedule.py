@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from mqtt_helpers import append, build_uplink
 from qrgate.config import MqttConfig
 from qrgate.outbox import Outbox, PendingEvent

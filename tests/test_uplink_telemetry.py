@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from mqtt_helpers import (
     DEVICE_ID,
     Subscriber,
@@ -34,15 +35,19 @@ def reports(subscriber: Subscriber) -> list[wire.Telemetry]:
     return [wire.Telemetry.from_json(m.payload) for m in subscriber.on(TELEMETRY)]
 
 
-def test_telemetry_is_sent_periodically_with_outbox_link_and_gate_figures(broker: MosquittoBroker, tmp_path: Path) -> None:
+def test_telemetry_is_sent_periodically_with_outbox_link_and_gate_figures(
+    broker: MosquittoBroker, tmp_path: Path
+) -> None:
     with Outbox(tmp_path / "outbox.sqlite", max_bytes=50 * 1024 * 1024) as outbox:
         for _ in range(5):
             outbox.append(make_event)
-        with Subscriber(broker.host, broker.port, [TELEMETRY]) as subscriber:
-            with telemetry_uplink(outbox, broker, telemetry_details=lambda: {"accepted": 4, "rejected": 1}) as uplink:
-                wait_until(lambda: len(reports(subscriber)) >= 3, 5, "three telemetry reports")
-                wait_until(lambda: uplink.stats.delivered == 5, 5, "delivery")
-                wait_until(lambda: reports(subscriber)[-1].delivered == 5, 5, "a report after delivery")
+        with (
+            Subscriber(broker.host, broker.port, [TELEMETRY]) as subscriber,
+            telemetry_uplink(outbox, broker, telemetry_details=lambda: {"accepted": 4, "rejected": 1}) as uplink,
+        ):
+            wait_until(lambda: len(reports(subscriber)) >= 3, 5, "three telemetry reports")
+            wait_until(lambda: uplink.stats.delivered == 5, 5, "delivery")
+            wait_until(lambda: reports(subscriber)[-1].delivered == 5, 5, "a report after delivery")
         first, last = reports(subscriber)[0], reports(subscriber)[-1]
         assert not any(m.retain for m in subscriber.on(TELEMETRY))
     assert first.device_id == DEVICE_ID and first.pending == 5 and first.oldest_pending_s is not None
@@ -53,7 +58,9 @@ def test_telemetry_is_sent_periodically_with_outbox_link_and_gate_figures(broker
     assert last.awaiting_ack is None  # end-to-end acks are off
 
 
-def test_an_outbox_over_its_limit_is_reported_and_still_delivers_everything(broker: MosquittoBroker, tmp_path: Path) -> None:
+def test_an_outbox_over_its_limit_is_reported_and_still_delivers_everything(
+    broker: MosquittoBroker, tmp_path: Path
+) -> None:
     with Outbox(tmp_path / "outbox.sqlite", max_bytes=16 * 1024) as outbox:
         ids = [outbox.append(make_event).event_id for _ in range(100)]
         assert outbox.over_limit

@@ -83,7 +83,8 @@ def test_a_prefix_and_base45_garbage_is_never_accepted(prefix: str, body: str) -
     assert not fuzz.check(prefix + body, fuzz.NOW).accepted
 
 
-_mutation = st.tuples(st.sampled_from(["replace", "insert", "delete", "flip"]), st.integers(0, 10_000), st.integers(0, 255))
+_mutation = st.tuples(st.sampled_from(["replace", "insert", "delete", "flip"]), st.integers(0, 10_000),
+                      st.integers(0, 255))
 
 
 def mutate(data: bytes, mutations: list[tuple[str, int, int]]) -> bytes:
@@ -140,14 +141,16 @@ def test_a_change_to_any_signed_byte_or_the_signature_is_never_accepted(
 
 
 @PROPERTY
-@given(st.sampled_from(MINTED), st.dictionaries(st.integers(-70_000, -65_536), st.binary(max_size=20), min_size=1, max_size=3))
+@given(st.sampled_from(MINTED),
+       st.dictionaries(st.integers(-70_000, -65_536), st.binary(max_size=20), min_size=1, max_size=3))
 def test_a_change_outside_the_signed_bytes_is_a_legitimate_re_encoding(seed: tuple[float, str], extra: dict) -> None:
     # The oracle's other side: adding unprotected header parameters changes the text but not what was
     # signed, and the pass stays valid (kid and alg of the minted passes are protected, except in one).
     at, original = seed
     prefix, message, compressed = split_pass(original)
     protected, unprotected, payload, signature = cbor2.loads(message).value
-    text = join_pass(prefix, cbor2.dumps(cbor2.CBORTag(18, [protected, {**unprotected, **extra}, payload, signature])), compressed)
+    text = join_pass(prefix, cbor2.dumps(cbor2.CBORTag(18, [protected, {**unprotected, **extra}, payload, signature])),
+                     compressed)
     assert text != original
     assert assert_no_forgery(text, at, original)
 
@@ -184,7 +187,8 @@ def cccd_cards(draw) -> tuple[str, str]:
     name = draw(st.text(st.characters(exclude_categories=("C",), exclude_characters="|"), min_size=1, max_size=100))
     address = draw(st.text(st.characters(exclude_categories=("C",), exclude_characters="|"), min_size=1, max_size=300))
     old_id = draw(st.sampled_from(["", "012345678", id_number]))
-    fields = (id_number, old_id, name, birth.strftime("%d%m%Y"), "Nữ" if female else "Nam", address, issued.strftime("%d%m%Y"))
+    fields = (id_number, old_id, name, birth.strftime("%d%m%Y"), "Nữ" if female else "Nam", address,
+              issued.strftime("%d%m%Y"))
     return "|".join(fields), id_number
 
 
@@ -208,7 +212,8 @@ def test_a_mutated_card_never_breaks_the_reader(card: tuple[str, str], mutations
 
 
 @PROPERTY
-@given(st.lists(st.text(any_character, max_size=40), min_size=1, max_size=12), st.text("0123456789", min_size=12, max_size=12))
+@given(st.lists(st.text(any_character, max_size=40), min_size=1, max_size=12),
+       st.text("0123456789", min_size=12, max_size=12))
 def test_any_fields_behind_a_card_number_get_an_answer(fields: list[str], id_number: str) -> None:
     fuzz.check("|".join([id_number, *fields]), fuzz.NOW)
 

@@ -98,15 +98,14 @@ def signed_content(text: str) -> SignedContent | None:
     try:
         data = base45.b45decode(body)
         if prefix == "HC1:":
-            try:
+            # Or sent uncompressed, left as it is (a COSE message never starts with a valid zlib header).
+            with contextlib.suppress(zlib.error):
                 data = zlib.decompress(data)
-            except zlib.error:
-                pass  # sent uncompressed (a COSE message never starts with a valid zlib header)
         item = cbor2.loads(data)
         while isinstance(item, cbor2.CBORTag) and item.tag in (61, 18):
             item = item.value
         protected, payload = item[0], item[2]
-    except Exception:  # anything unreadable: the caller decides what that means
+    except Exception:  # noqa: BLE001  (anything unreadable, whatever the libraries raise: the caller decides)
         return None
     return (protected, payload) if isinstance(protected, bytes) and isinstance(payload, bytes) else None
 
@@ -131,8 +130,8 @@ def _signing_certificate(subject_key: ec.EllipticCurvePrivateKey) -> x509.Certif
         .issuer_name(name)
         .public_key(subject_key.public_key())
         .serial_number(1)
-        .not_valid_before(dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc))
-        .not_valid_after(dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc))
+        .not_valid_before(dt.datetime(2025, 1, 1, tzinfo=dt.UTC))
+        .not_valid_after(dt.datetime(2030, 1, 1, tzinfo=dt.UTC))
         .sign(issuer_key, None)
     )
 
@@ -198,10 +197,10 @@ def target() -> Target:
         seeds.append((at, vector["PREFIX"]))
         certificate = vector.get("TESTCTX", {}).get("CERTIFICATE")
         if certificate:
-            try:
-                keys.append(TrustedKey.from_certificate(x509.load_der_x509_certificate(base64.b64decode(certificate)), "dcc-testdata"))
-            except (ValueError, TrustStoreError):
-                pass  # the vectors that test a broken signing certificate: the gate refuses to trust it too
+            # The vectors that test a broken signing certificate: the gate refuses to trust it too.
+            with contextlib.suppress(ValueError, TrustStoreError):
+                keys.append(TrustedKey.from_certificate(x509.load_der_x509_certificate(base64.b64decode(certificate)),
+                                                        "dcc-testdata"))
         if vector.get("EXPECTEDRESULTS", {}).get("EXPECTEDVERIFY") is not False:
             # An issuer's own pass (verification tested, or not the point of the vector); the few
             # vectors whose signature must fail are no one's signed content.
@@ -264,7 +263,8 @@ def check_cccd(text: str) -> None:
             raise BrokenContract(f"CCCD reader (on) returned {on!r}")
         if off != CccdResult(UNSIGNED_PASS):
             raise BrokenContract(f"CCCD reader (off) returned {off!r}")
-        if on.identified != (on.subject_hash is not None) or (on.identified and len(bytes.fromhex(on.subject_hash)) != 16):
+        if (on.identified != (on.subject_hash is not None)
+                or (on.identified and len(bytes.fromhex(on.subject_hash)) != 16)):
             raise BrokenContract(f"CCCD result {on!r}")
     elif on is not None or off is not None:
         raise BrokenContract(f"CCCD reader read a text that is not a card: {on!r}, {off!r}")
