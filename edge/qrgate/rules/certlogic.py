@@ -6,9 +6,8 @@ no coercion, and date-times only ``plusTime``/``dccDateOfBirth`` make. PyPI's pa
 Python "CertLogic", 2021-09, before spec 1.3.0) passes 207 of the official suite's 232 assertions (no
 ``dccDateOfBirth``, no partial dates in ``plusTime``), has no validator, coerces as JavaScript does (``"1" + 2``
 is 3.0, ``true === 1``), raises on 2020-02-29 plus one year and on deep nesting, and takes fullwidth digits as
-dates: fixing that is replacing all of it, which this module and ``certlogic_dates.py`` are.
-
-Where the specification leaves a choice, what this evaluator does, and why:
+dates: fixing that is replacing all of it, which this module and ``certlogic_dates.py`` are. Where the
+specification leaves a choice, what this evaluator does, and why:
 
 - An integer is a JSON number with an integral value (so 42.0 is 42, as in JSON and the JavaScript
   reference; bool is not a number). Others (3.5, NaN, infinity) are neither truthy nor falsy, and no

@@ -20,33 +20,29 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
 import numpy as np
-import paho.mqtt.client as mqtt
 from gpiozero import DigitalOutputDevice
 from gpiozero.pins import Factory
 from gpiozero.pins.mock import MockFactory
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.reasoncodes import ReasonCode
 
-from . import wire
-from .board import OutputPin
-from .clock import Clock, SystemClock
-from .config import CameraConfig, ClockConfig, FeedbackConfig, GateConfig, MqttConfig, OutboxConfig, TrustConfig
-from .errors import FrameSourceError, OutboxError, QrgateError
-from .feedback import GateFeedback
-from .frames.build import build_frame_source
-from .outbox import Outbox
-from .passes.trust import TrustStore
-from .trust_updates import TrustUpdates
-from .uplink.connection import CONNECT_TIMEOUT_S
-from .uplink.tls import TlsSettings
+from .. import wire
+from ..board import OutputPin
+from ..clock import Clock, SystemClock
+from ..config import CameraConfig, ClockConfig, FeedbackConfig, GateConfig, OutboxConfig, TrustConfig
+from ..errors import FrameSourceError, OutboxError, QrgateError
+from ..feedback import GateFeedback
+from ..frames.build import build_frame_source
+from ..outbox import Outbox
+from ..passes.trust import TrustStore
+from ..trust_updates import TrustUpdates
+from .broker import check_broker
+from .result import CheckResult
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +70,6 @@ CLOCK_WAIT_S = 2.0
 MIN_DISK_FREE_MB = 100
 
 _MB = 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class CheckResult:
-    """One check: its name, whether it passed, and the measured value (ok) or the reason (failed)."""
-
-    name: str
-    ok: bool
-    detail: str
 
 
 def run_self_test(
@@ -322,84 +309,4 @@ def _ago(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds < 172_800 else f"{seconds / 86_400:.1f} days"
 
 
-# --- broker --------------------------------------------------------------------------------------------------
-
-
-class _Answer:
-    """What paho's thread saw of the self-test's one connection attempt."""
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.connack: ReasonCode | None = None
-        self.closed: ReasonCode | None = None  # disconnected before a CONNACK
-        self.first_error = ""
-
-    def on_connect(self, _client: mqtt.Client, _userdata: object, _flags: object, reason: ReasonCode,
-                   _props: object) -> None:
-        self.connack = reason
-        self.done.set()
-
-    def on_disconnect(self, _client: mqtt.Client, _userdata: object, _flags: object, reason: ReasonCode,
-                      _props: object) -> None:
-        if self.connack is None:
-            self.closed = reason
-        self.done.set()
-
-    def on_log(self, _client: mqtt.Client, _userdata: object, level: int, message: str) -> None:
-        if level == mqtt.MQTT_LOG_ERR and not self.first_error:
-            self.first_error = message
-
-
-def check_broker(mqtt_config: MqttConfig, *, device_id: str, skip: bool = False) -> CheckResult:
-    """Connect to the broker as the uplink would (its TLS settings), as ``<client id>-selftest``: a client id of
-    its own, so the daemon's session is not taken over; a clean session, so the broker keeps nothing of it."""
-    if skip:
-        return CheckResult("broker", True, "skipped (--skip-broker)")
-    if not mqtt_config.enabled:
-        return CheckResult("broker", True, "skipped (mqtt.enabled = false)")
-    where = f"{mqtt_config.host}:{mqtt_config.port}"
-    tls = TlsSettings.of(mqtt_config)
-    try:
-        context = tls.context() if tls is not None else None
-    except QrgateError as exc:  # UplinkError naming the TLS file that cannot be used
-        return CheckResult("broker", False, str(exc))
-    client_id = f"{mqtt_config.client_id or device_id}-selftest"
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
-                         reconnect_on_failure=False)
-    client.connect_timeout = CONNECT_TIMEOUT_S
-    if context is not None:
-        client.tls_set_context(context)
-    answer = _Answer()
-    client.on_connect, client.on_disconnect, client.on_log = answer.on_connect, answer.on_disconnect, answer.on_log
-    started = time.monotonic()
-    try:
-        client.connect(mqtt_config.host, mqtt_config.port, keepalive=mqtt_config.keepalive_s, clean_start=True)
-    except (OSError, ValueError) as exc:  # refused, unreachable, DNS, TLS handshake or verification
-        return CheckResult("broker", False, f"cannot connect to {where}: {exc}{_certificate_note(tls)}")
-    client.loop_start()
-    try:
-        answer.done.wait(CONNECT_TIMEOUT_S)
-        ms = (time.monotonic() - started) * 1000
-        client.disconnect()  # a clean DISCONNECT when connected; closes the socket in any case
-    finally:
-        client.loop_stop()
-    mode = "plain MQTT" if tls is None else "mutual TLS" if tls.cert_file else "TLS"
-    if answer.connack is not None:
-        if answer.connack.is_failure:
-            return CheckResult("broker", False, f"{where} refused the connection: {answer.connack}")
-        return CheckResult("broker", True, f"connected to {where} as {client_id} ({mode}) in {ms:.0f} ms")
-    if answer.closed is not None:
-        cause = answer.first_error or str(answer.closed)
-        return CheckResult("broker", False, f"{where} closed the connection before accepting it: {cause}"
-                                            f"{_certificate_note(tls)}")
-    return CheckResult("broker", False, f"no CONNACK from {where} within {CONNECT_TIMEOUT_S:g} s")
-
-
-def _certificate_note(tls: TlsSettings | None) -> str:
-    """Why a broker may refuse this gate that TLS does not always say: its client certificate's dates."""
-    validity = tls.client_certificate_validity() if tls is not None else None
-    if validity is None or validity[0] <= time.time() <= validity[1]:
-        return ""
-    lapsed = "expired" if time.time() > validity[1] else "is not valid yet"
-    return (f" (this gate's client certificate {lapsed}: valid {wire.iso_utc(validity[0])} to "
-            f"{wire.iso_utc(validity[1])})")
+__all__ = ["CheckResult", "check_broker", "report", "run_self_test"]
