@@ -1,7 +1,7 @@
 """``qrgate self-test --config FILE [--json] [--skip-broker]``: try every part of the gate once.
 
 Blinks each LED, sounds the buzzer, pulses the relay, grabs frames (brightness, focus), and checks the
-clock's synchronisation, the disk, the outbox, the trust list and the broker (selftest.py). Prints one
+clock's synchronisation, the disk, the outbox, the trust list and the broker (qrgate.selftest). Prints one
 line per check, ``ok`` with what it measured or ``FAILED`` with the reason; ``--json`` prints one object
 instead: ``{"device", "ok", "checks": [{"name", "ok", "detail"}]}`` (a configuration that cannot be read:
 ``{"ok": false, "error", "checks": []}``). Exit 0 if every check passed, 1 otherwise.
