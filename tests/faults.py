@@ -71,6 +71,13 @@ class TestPki:
         )
         self.ca_file = directory / "ca.pem"
         self.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+        # The brokers' crlfile: an empty CRL of this CA (mosquitto needs one for every CA in cafile).
+        self.crl_file = directory / "crl.pem"
+        self.crl_file.write_bytes(
+            x509.CertificateRevocationListBuilder().issuer_name(self._name)
+            .last_update(self._now - datetime.timedelta(days=1)).next_update(self._now + datetime.timedelta(days=30))
+            .sign(self._key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+        )
 
     def _builder(self, subject: x509.Name, public_key: ec.EllipticCurvePublicKey,
                  days: tuple[int, int]) -> x509.CertificateBuilder:
@@ -127,7 +134,7 @@ def start_provincial_broker(
     """Render the provincial broker's configuration into ``workdir`` and start it."""
     server = pki.server("province-server")
     params = ProvincialBroker(
-        listener_tls=TlsFiles(str(pki.ca_file), str(server.cert), str(server.key)),
+        listener_tls=TlsFiles(str(pki.ca_file), str(server.cert), str(server.key)), crl_file=str(pki.crl_file),
         sites={site: tuple(devices) for site, devices in sites.items()},
         consumers=tuple(consumers), operators=tuple(operators), issuers=tuple(issuers),
         port=free_loopback_port(), bind_address=LOOPBACK,
@@ -154,7 +161,7 @@ def start_site_broker(
         port=free_loopback_port(), bind_address=LOOPBACK,
         acl_file=str(workdir / "qrgate.acl"), persistence_dir=str(workdir), log_file=str(workdir / "mosquitto.log"),
         run_as_user=getpass.getuser(), restart_timeout_s=FAST_BRIDGE_RESTART, readers=tuple(readers),
-        **overrides,  # type: ignore[arg-type]
+        **{"crl_file": str(pki.crl_file), **overrides},  # type: ignore[arg-type]
     )
     rendered = write_site_broker(params, workdir)
     broker = MosquittoBroker.from_config_file(rendered.config_file, port=params.port,

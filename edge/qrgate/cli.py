@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     "bench": "bench",
     "scan": "scan",
     "self-test": "self_test",
+    "identity": "identity",
 }
 
 

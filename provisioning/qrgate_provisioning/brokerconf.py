@@ -32,6 +32,11 @@ INSTALLED_TEMPLATES_DIR = Path("/usr/share/qrgate/firmware/mosquitto")
 
 CONFIG_FILE_NAME = "mosquitto.conf"
 ACL_FILE_NAME = "qrgate.acl"
+# The listener's certificate revocation list (crlfile): always rendered, so no broker runs without one.
+# mosquitto refuses to start if the file is missing or holds no CRL, and refuses every client whose CA has
+# no CRL in it or whose CRL is past its nextUpdate; a CA with nothing revoked publishes an empty CRL
+# (qrgate_provisioning.provision.device_ca.DeviceCA.write_crl). It is re-read on SIGHUP.
+DEFAULT_CRL_FILE = "/etc/mosquitto/certs/crl.pem"
 
 # Device, site and role ids become MQTT topic levels, ACL usernames (certificate CNs) and client
 # ids: the same rule as the gate's own config (qrgate.config), so no '/', '+', '#', space or '%'.
@@ -87,6 +92,7 @@ class SiteBroker:
     max_queued_messages: int = 100_000
     max_inflight_messages: int = 20  # mosquitto's default, written out: a crash can lose these too
     readers: tuple[str, ...] = ()  # site-local consumers (a check-in log, a dashboard): read the gates' topics
+    crl_file: str = DEFAULT_CRL_FILE  # the listener's CRLs: the site's device CA's (revoked gates), see above
 
     @property
     def bridge_id(self) -> str:
@@ -149,6 +155,7 @@ class ProvincialBroker:
     run_as_user: str = "mosquitto"
     autosave_changes: int = 100
     max_queued_messages: int = 1_000_000
+    crl_file: str = DEFAULT_CRL_FILE  # one CRL per CA in listener_tls.ca_file (each site's device CA, the roles')
 
     def validate(self) -> None:
         _check_host("bind_address", self.bind_address)
@@ -322,6 +329,7 @@ def _listener_values(broker: SiteBroker | ProvincialBroker) -> dict[str, object]
         port=broker.port,
         bind_address=broker.bind_address,
         ca_file=broker.listener_tls.ca_file,
+        crl_file=broker.crl_file,
         cert_file=broker.listener_tls.cert_file,
         key_file=broker.listener_tls.key_file,
     )
@@ -367,7 +375,7 @@ def _check_user(value: str) -> None:
 
 
 def _check_files_and_user(broker: SiteBroker | ProvincialBroker) -> None:
-    for name in ("acl_file", "persistence_dir"):
+    for name in ("acl_file", "persistence_dir", "crl_file"):
         _check_path(name, getattr(broker, name))
     if broker.log_file is not None:
         _check_path("log_file", broker.log_file)

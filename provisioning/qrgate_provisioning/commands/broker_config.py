@@ -16,6 +16,7 @@ from qrgate.errors import ConfigError
 from ..brokerconf import (
     ACL_FILE_NAME,
     BRIDGE_PROTOCOLS,
+    DEFAULT_CRL_FILE,
     ProvincialBroker,
     RenderedBroker,
     SiteBroker,
@@ -85,6 +86,8 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ca-file", default=f"{CERTS_DIR}/ca.pem", help="CA that signs the clients' certificates")
     parser.add_argument("--cert-file", default=f"{CERTS_DIR}/server.pem", help="this broker's certificate")
     parser.add_argument("--key-file", default=f"{CERTS_DIR}/server.key", help="this broker's key")
+    parser.add_argument("--crl-file", default=DEFAULT_CRL_FILE,
+                        help="the CRLs of the CAs in --ca-file (revoked client certificates; required to start)")
     parser.add_argument("--acl-file", default=f"/etc/mosquitto/{ACL_FILE_NAME}", help="where qrgate.acl is installed")
     parser.add_argument("--persistence-dir", default="/var/lib/mosquitto")
     parser.add_argument("--log-file", help="log to this file (default: stderr, i.e. the journal under systemd)")
@@ -102,7 +105,7 @@ def run_site(args: argparse.Namespace) -> int:
         persistence_dir=args.persistence_dir, log_file=args.log_file, run_as_user=args.run_as_user,
         restart_timeout_s=tuple(args.restart_timeout), bridge_protocol=args.bridge_protocol,
         autosave_changes=args.autosave_changes,
-        max_queued_messages=args.max_queued_messages, readers=tuple(args.reader),
+        max_queued_messages=args.max_queued_messages, readers=tuple(args.reader), crl_file=args.crl_file,
     )
     note = f"site {args.site_id}: the bridge's certificate CN must be {site.bridge_id}"
     _report(write_site_broker(site, args.out), note)
@@ -117,6 +120,7 @@ def run_province(args: argparse.Namespace) -> int:
         port=args.port, bind_address=args.bind_address, acl_file=args.acl_file,
         persistence_dir=args.persistence_dir, log_file=args.log_file, run_as_user=args.run_as_user,
         autosave_changes=args.autosave_changes, max_queued_messages=args.max_queued_messages,
+        crl_file=args.crl_file,
     )
     gates = sum(len(devices) for devices in sites.values())
     _report(write_provincial_broker(province, args.out), f"province: {len(sites)} site(s), {gates} gate(s)")
