@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from qrgate import config
-from qrgate_provisioning.provision import device_ca
+from qrgate_provisioning.provision import ca_files, ca_policy
 from qrgate_provisioning.provision.device_ca import DeviceCA, DeviceCAError
 
 INVENTORY = frozenset({"gate-a", "gate-b", "gate-c"})
@@ -138,10 +138,10 @@ def test_open_refuses_a_symlinked_key_a_foreign_key_a_missing_file_and_a_missing
     (ca_dir / "ca.key").unlink()
     foreign = new_key().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                       serialization.NoEncryption())
-    device_ca._write_new(ca_dir / "ca.key", foreign, 0o600)
+    ca_files.write_new(ca_dir / "ca.key", foreign, 0o600)
     assert reason() == "key_mismatch"
     (ca_dir / "ca.key").unlink()
-    device_ca._write_new(ca_dir / "ca.key", original, 0o600)
+    ca_files.write_new(ca_dir / "ca.key", original, 0o600)
     DeviceCA.open(ca_dir)  # whole again
     # Without its registry the CA would let every gate be provisioned again: it refuses to start a new one.
     (ca_dir / "registry.sqlite").rename(tmp_path / "registry.sqlite")
@@ -169,7 +169,7 @@ def test_the_ca_key_appears_in_no_file_but_its_own_and_not_in_repr(ca: DeviceCA,
 
 
 def test_the_gate_id_rule_is_the_gates_own() -> None:
-    assert device_ca._GATE_ID.pattern == config._ID_PATTERN
+    assert ca_policy._GATE_ID.pattern == config.ID_PATTERN
 
 
 # ---- signing ------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # MQTT topic levels must not contain '/', '+' or '#'; the device id is also a file name and an ACL user.
-_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 # Rungs in the whole repair ladder (decoding.cascade.default_attempts with every decoder installed; a test keeps
 # the two equal): max_repairs = LADDER_RUNGS runs them all, as ``qrgate scan`` does.
 LADDER_RUNGS = 11
@@ -26,8 +26,8 @@ class _Section(BaseModel):
 
 
 class DeviceConfig(_Section):
-    id: str = Field("gate-demo-01", pattern=_ID_PATTERN, description="Device id; also the MQTT client id and ACL user.")
-    site_id: str = Field("site-demo", pattern=_ID_PATTERN,
+    id: str = Field("gate-demo-01", pattern=ID_PATTERN, description="Device id; also the MQTT client id and ACL user.")
+    site_id: str = Field("site-demo", pattern=ID_PATTERN,
                          description="Check-in point (bus station, market) this gate belongs to.")
     gate: str = Field("main", min_length=1, max_length=64,
                       description="Gate name within the site, e.g. 'north-entrance'.")

@@ -37,11 +37,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from ..config import _ID_PATTERN  # the rule the gate's own config applies to device.id
+from ..config import ID_PATTERN  # the rule the gate's own config applies to device.id
 from . import Subcommands
 
 EXIT_OK, EXIT_FAILED = 0, 1
-_ID = re.compile(_ID_PATTERN)
+_ID = re.compile(ID_PATTERN)
 
 
 class IdentityError(Exception):
