@@ -4,14 +4,17 @@ only the helper functions they call (from mqtt_helpers.py and friends)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from provision_helpers import Province, build_wheel, dependency_site, make_province, traversable
 from qrgate.outbox import Outbox
 from qrgate.tools.broker import MosquittoBroker
+from sshd_helpers import Sshd
 
 
 @pytest.fixture(name="broker")
@@ -41,3 +44,29 @@ def small_filesystem_fixture(tmp_path: Path) -> Iterator[Path]:
         yield mount_point
     finally:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+# --- the provisioning tests' session fixtures (helpers in provision_helpers.py, sshd_helpers.py) ---------
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    if os.geteuid() != 0:
+        pytest.skip("the provisioning tests run sshd and log in as root: run them as root")
+    workdir = tmp_path_factory.mktemp("sshd")
+    traversable(workdir)  # sshd reads the authorised keys as the user logging in (an unprivileged one too)
+    with Sshd(workdir) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def software(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(the qrgate wheel built from this checkout, the dependency site standing in for apt's packages)."""
+    workdir = tmp_path_factory.mktemp("software")
+    traversable(workdir)
+    return build_wheel(workdir / "wheelhouse"), dependency_site(workdir)
+
+
+@pytest.fixture(scope="session")
+def province(tmp_path_factory: pytest.TempPathFactory) -> Province:
+    return make_province(tmp_path_factory.mktemp("province"))

@@ -28,11 +28,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import pytest
 
 from faults import TestPki
 from qrgate.passes.revocation import HashType
@@ -225,29 +222,6 @@ def stop_daemon(root: Path) -> None:
 
 
 # ---- fixtures (imported by the test modules) ------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    if os.geteuid() != 0:
-        pytest.skip("the provisioning tests run sshd and log in as root: run them as root")
-    workdir = tmp_path_factory.mktemp("sshd")
-    traversable(workdir)  # sshd reads the authorised keys as the user logging in (an unprivileged one too)
-    with Sshd(workdir) as running:
-        yield running
-
-
-@pytest.fixture(scope="session")
-def software(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(the qrgate wheel built from this checkout, the dependency site standing in for apt's packages)."""
-    workdir = tmp_path_factory.mktemp("software")
-    traversable(workdir)
-    return build_wheel(workdir / "wheelhouse"), dependency_site(workdir)
-
-
-@pytest.fixture(scope="session")
-def province(tmp_path_factory: pytest.TempPathFactory) -> Province:
-    return make_province(tmp_path_factory.mktemp("province"))
 
 
 def reach_args(sshd: Sshd, ca_dir: Path, world: SiteWorld) -> list[str]:

@@ -16,10 +16,7 @@ from provision_helpers import (
     Province,
     SiteWorld,
     make_image_venv,
-    province,  # noqa: F401 (a fixture)
     reach_args,
-    software,  # noqa: F401 (a fixture)
-    sshd,  # noqa: F401 (a fixture)
     stop_daemon,
     traversable,
     write_inventory,
@@ -33,8 +30,8 @@ from sshd_helpers import Sshd
 pytestmark = pytest.mark.slow
 
 
-def test_a_batch_of_three_with_one_unreachable(tmp_path: Path, sshd: Sshd, software,  # noqa: F811 (fixtures)
-                                               province: Province) -> None:  # noqa: F811
+def test_a_batch_of_three_with_one_unreachable(tmp_path: Path, sshd: Sshd, software,
+                                               province: Province) -> None:
     wheel, deps = software
     traversable(tmp_path)
     ca = DeviceCA.create(tmp_path / "device-ca", "qrgate test devices")

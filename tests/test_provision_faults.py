@@ -23,10 +23,7 @@ from provision_helpers import (
     SiteWorld,
     install_args,
     make_image_venv,
-    province,  # noqa: F401 (a fixture)
     reach_args,
-    software,  # noqa: F401 (a fixture)
-    sshd,  # noqa: F401 (a fixture)
     stop_daemon,
     traversable,
     write_inventory,
@@ -74,7 +71,7 @@ class Site:
 
 
 @pytest.fixture
-def site(tmp_path: Path, sshd: Sshd, software, province: Province) -> Iterator[Site]:  # noqa: F811 (fixtures)
+def site(tmp_path: Path, sshd: Sshd, software, province: Province) -> Iterator[Site]:
     wheel, deps = software
     traversable(tmp_path)
     ca = DeviceCA.create(tmp_path / "device-ca", "qrgate test devices")
@@ -99,7 +96,7 @@ def owned_files(root: Path) -> list[Path]:
 
 
 def test_a_link_cut_mid_run_leaves_a_state_a_rerun_finishes_with_one_identity(
-        site: Site, sshd: Sshd, software: tuple[Path, Path]) -> None:  # noqa: F811 (fixtures)
+        site: Site, sshd: Sshd, software: tuple[Path, Path]) -> None:
     """The cut comes after the gate made its key (device.key.new) and just before the CA signs: the CA issues, the
     certificate cannot be sent. The re-run gets the same certificate back for the same key (no second one)."""
     wheel, _ = software
@@ -143,7 +140,7 @@ def test_a_link_cut_mid_run_leaves_a_state_a_rerun_finishes_with_one_identity(
 
 
 def test_a_changed_host_key_is_refused_with_a_clear_message(
-        site: Site, sshd: Sshd, tmp_path: Path) -> None:  # noqa: F811 (a fixture)
+        site: Site, sshd: Sshd, tmp_path: Path) -> None:
     other = make_key(tmp_path / "other_host_key")
     kind, data = other.public_line().split()[:2]
     known = tmp_path / "known_hosts"
@@ -156,7 +153,7 @@ def test_a_changed_host_key_is_refused_with_a_clear_message(
 
 
 def test_a_wrong_pinned_fingerprint_and_an_unknown_host_are_refused(
-        site: Site, sshd: Sshd, tmp_path: Path) -> None:  # noqa: F811 (a fixture)
+        site: Site, sshd: Sshd, tmp_path: Path) -> None:
     status, out = site.run("--host-key-fingerprint", "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
     assert status == 1 and "not the SHA256:AAAA" in out and "--host-key-fingerprint" in out
     empty = tmp_path / "empty_known_hosts"
@@ -189,7 +186,7 @@ def test_a_full_card_stops_the_run_before_anything_changes(site: Site, tmp_path:
         subprocess.run(["umount", "-l", str(card)], check=False)
 
 
-def test_a_gate_without_its_camera_is_reported_by_the_check(site: Site, province: Province) -> None:  # noqa: F811
+def test_a_gate_without_its_camera_is_reported_by_the_check(site: Site, province: Province) -> None:
     real_camera = {section: dict(values) for section, values in DEMO_CONFIG.items()}
     real_camera["camera"] = {"source": "picamera2"}
     real_camera["device"] = {"mode": "gate"}

@@ -30,10 +30,7 @@ from provision_helpers import (
     SiteWorld,
     install_args,
     make_image_venv,
-    province,  # noqa: F401 (a fixture)
     reach_args,
-    software,  # noqa: F401 (a fixture)
-    sshd,  # noqa: F401 (a fixture)
     stop_daemon,
     traversable,
     write_inventory,
@@ -113,7 +110,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Devic
 
 
 @pytest.fixture(scope="module")
-def gate(site, sshd: Sshd, software, province: Province,  # noqa: F811 (fixtures)
+def gate(site, sshd: Sshd, software, province: Province,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gate]:
     ca_dir, ca, world = site
     wheel, deps = software
@@ -244,7 +241,7 @@ def test_renew_makes_a_new_key_on_the_gate_and_revokes_the_old_certificate(gate:
 
 
 def test_replace_puts_the_gate_on_a_new_sd_card_and_revokes_the_old_cards_certificate(
-        gate: Gate, software: tuple[Path, Path]) -> None:  # noqa: F811 (a fixture)
+        gate: Gate, software: tuple[Path, Path]) -> None:
     old = gate.ca.active(GATE)
     assert old is not None
     stop_daemon(gate.root)  # the old card is out of the Pi
