@@ -13,7 +13,7 @@ import pytest
 
 from provision_helpers import Province, build_wheel, dependency_site, make_province, traversable
 from qrgate.outbox import Outbox
-from qrgate.tools.broker import MosquittoBroker
+from qrgate_tools.broker import MosquittoBroker
 from sshd_helpers import Sshd
 
 

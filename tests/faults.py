@@ -25,7 +25,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from mqtt_helpers import Subscriber, build_uplink, wait_until
 from qrgate import wire
 from qrgate.outbox import Outbox
-from qrgate.tools.broker import MosquittoBroker, free_loopback_port
 from qrgate.uplink import TlsSettings, Uplink
 from qrgate_provisioning.brokerconf import (
     ProvincialBroker,
@@ -35,6 +34,7 @@ from qrgate_provisioning.brokerconf import (
     write_provincial_broker,
     write_site_broker,
 )
+from qrgate_tools.broker import MosquittoBroker, free_loopback_port
 
 LOOPBACK = "127.0.0.1"
 SITE_PROBE = "site-probe"  # a site-local reader the tests use to read the bridge's notification

@@ -26,9 +26,9 @@ from paho.mqtt.properties import Properties
 
 from qrgate.config import MqttConfig
 from qrgate.outbox import Outbox
-from qrgate.tools.broker import MosquittoBroker
 from qrgate.uplink import Uplink
 from qrgate.wire import CheckinEvent, iso_utc, new_event_id
+from qrgate_tools.broker import MosquittoBroker
 
 DEVICE_ID = "gate-t1"
 

@@ -33,7 +33,6 @@ from pathlib import Path
 
 from faults import TestPki
 from qrgate.passes.revocation import HashType
-from qrgate.tools.broker import MosquittoBroker, free_loopback_port
 from qrgate_provisioning.brokerconf import SiteBroker, TlsFiles, write_site_broker
 from qrgate_provisioning.keys import new_issuer_key, trust_entry, trust_file
 from qrgate_provisioning.provision.device_ca import DeviceCA
@@ -44,6 +43,7 @@ from qrgate_provisioning.trustlist import (
     new_list_signer,
     public_pem,
 )
+from qrgate_tools.broker import MosquittoBroker, free_loopback_port
 from sshd_helpers import Sshd
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,8 +11,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from mqtt_helpers import Subscriber, wait_until
-from qrgate.tools import broker as broker_module
-from qrgate.tools.broker import BrokerError, MosquittoBroker
+from qrgate_tools import broker as broker_module
+from qrgate_tools.broker import BrokerError, MosquittoBroker
 
 
 def accepts_connections(port: int) -> bool:

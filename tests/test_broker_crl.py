@@ -38,7 +38,6 @@ from faults import FAST_BRIDGE_RESTART, LOOPBACK, TestPki
 from mqtt_helpers import wait_until
 from qrgate import wire
 from qrgate.errors import ConfigError
-from qrgate.tools.broker import BrokerError, MosquittoBroker, free_loopback_port
 from qrgate_provisioning.brokerconf import (
     ProvincialBroker,
     SiteBroker,
@@ -48,6 +47,7 @@ from qrgate_provisioning.brokerconf import (
     write_site_broker,
 )
 from qrgate_provisioning.provision.device_ca import DeviceCA
+from qrgate_tools.broker import BrokerError, MosquittoBroker, free_loopback_port
 
 SITE = "market-1"
 INVENTORY = ("gate-a", "gate-b")

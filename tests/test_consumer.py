@@ -25,7 +25,6 @@ import pytest
 
 from mqtt_helpers import Subscriber, make_event, wait_until
 from qrgate import wire
-from qrgate.tools.broker import MosquittoBroker, free_loopback_port
 from qrgate_provisioning.commands.consumer import add_parser, main
 from qrgate_provisioning.consumer import (
     Consumer,
@@ -37,6 +36,7 @@ from qrgate_provisioning.consumer import (
     shared_checkins,
 )
 from qrgate_provisioning.errors import ConsumerError
+from qrgate_tools.broker import MosquittoBroker, free_loopback_port
 
 ALL_ACKS = f"{wire.TOPIC_ROOT}/device/+/ack"
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from daemon_helpers import write_daemon_config, write_trust_anchors
 from qrgate.outbox import Outbox
-from qrgate.tools.broker import MosquittoBroker
-from qrgate.tools.demo import EventSubscriber
 from qrgate_provisioning.mint import mint_qrgate_pass
+from qrgate_tools.broker import MosquittoBroker
+from qrgate_tools.demo import EventSubscriber
 
 
 def write_config(tmp_path: Path, port: int) -> Path:

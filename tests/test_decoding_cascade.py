@@ -19,7 +19,7 @@ from qrgate.decoding.opencv import OpenCvDecoder
 from qrgate.decoding.zbar import ZbarDecoder
 from qrgate.decoding.zxing import ZxingDecoder
 from qrgate.frames.synthetic import SyntheticGate, Visit
-from qrgate.tools.bench_sizes import category_payloads, category_script
+from qrgate_tools.bench_sizes import category_payloads, category_script
 
 TEXT = "QRG1:" + "repair-ladder-" * 12
 

@@ -16,7 +16,7 @@ import zxingcpp
 
 from qrgate.config import DecoderConfig
 from qrgate.decoding.factory import build_pipeline
-from qrgate.tools.bench_sizes import FRAME_SIZES, category_payloads, category_script, stream
+from qrgate_tools.bench_sizes import FRAME_SIZES, category_payloads, category_script, stream
 
 PINNED = {"closeup": 40, "screen": 38, "inverted": 27}  # code frames of 60 the pipeline must read, every size
 

@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "architecture.md"
 GATE = ROOT / "edge" / "qrgate"
-CODE_DIRS = (GATE, ROOT / "provisioning" / "qrgate_provisioning")
+CODE_DIRS = (GATE, ROOT / "provisioning" / "qrgate_provisioning", ROOT / "provisioning" / "qrgate_tools")
 
 # `Name` or `Name.member`, a CamelCase class (or a constant) with an optional attribute or method.
 _QUALIFIED = re.compile(r"^([A-Z][A-Za-z0-9]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?$")

@@ -22,9 +22,9 @@ from mqtt_helpers import (
 from qrgate import wire
 from qrgate.config import MqttConfig
 from qrgate.outbox import Outbox
-from qrgate.tools.broker import MosquittoBroker
 from qrgate.uplink import Uplink
 from qrgate_provisioning.consumer import Consumer, SqliteStore
+from qrgate_tools.broker import MosquittoBroker
 
 CHECKINS = wire.checkin_topic(DEVICE_ID)
 ACKS = wire.ack_topic(DEVICE_ID)

@@ -27,9 +27,9 @@ import pytest
 from daemon_helpers import write_daemon_config, write_trust_anchors
 from mqtt_helpers import Subscriber, wait_until
 from qrgate import wire
-from qrgate.tools.broker import MosquittoBroker
 from qrgate_provisioning.consumer import Consumer, SqliteStore
 from qrgate_provisioning.mint import mint_qrgate_pass
+from qrgate_tools.broker import MosquittoBroker
 
 DEVICE_ID = "gate-kill-01"
 KILLS = 20

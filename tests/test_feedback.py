@@ -20,7 +20,7 @@ from rich.console import Console
 from qrgate.board import BoardProfile, load_board_profile
 from qrgate.errors import FeedbackUnavailable
 from qrgate.feedback import FeedbackPatterns, GateFeedback, Outcome, default_pin_factory
-from qrgate.tools.terminal_view import FeedbackView, OutputStates, render_plain, render_rich
+from qrgate_tools.terminal_view import FeedbackView, OutputStates, render_plain, render_rich
 
 GREEN, RED, BUZZER, RELAY = 17, 27, 22, 5  # rpi-gate-v1
 FAST = FeedbackPatterns(accepted_on_s=0.05, rejected_on_s=0.05, beep_s=0.02, relay_pulse_s=0.04)

@@ -21,11 +21,11 @@ from qrgate.feedback import Outcome
 from qrgate.frames.synthetic import SyntheticGate, Visit
 from qrgate.gate import Presentation
 from qrgate.service import GateService
-from qrgate.tools.broker import MosquittoBroker
-from qrgate.tools.demo import EventSubscriber
 from qrgate_provisioning.dcc_test_issuer import dcc_test_set
 from qrgate_provisioning.keys import new_issuer_key, trust_entry, trust_file
 from qrgate_provisioning.mint import mint_qrgate_pass
+from qrgate_tools.broker import MosquittoBroker
+from qrgate_tools.demo import EventSubscriber
 
 GREEN, RED, BUZZER, RELAY = 17, 27, 22, 5  # hardware/profiles/rpi-gate-v1.toml
 PATTERNS = {"accepted_on_s": 0.03, "accepted_beeps": 1, "rejected_on_s": 0.05, "rejected_beeps": 3,

@@ -1,6 +1,7 @@
-"""The gate's package holds only what runs on a gate: outside ``qrgate.tools`` no module imports the
-province's side or a dependency only the tools and the province need, and the core dependencies in
-pyproject.toml leave those out (the ``tools`` extra has them)."""
+"""The gate's package holds only what runs on a gate: no module of ``qrgate`` imports the province's side, the
+tools (``qrgate_tools``: the demo, the benchmarks, the loopback broker, a package of their own beside the
+province's) or a dependency only they need, except ``qrgate demo``/``qrgate bench``, which load the tools when
+run; and the core dependencies in pyproject.toml leave those out (the ``tools`` extra has them)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,11 @@ from qrgate.commands import tools_missing
 
 ROOT = Path(__file__).resolve().parents[1]
 GATE = ROOT / "edge" / "qrgate"
-# Imported only by qrgate.tools (the demo, the benchmarks) and by the province's side.
+TOOLS = ROOT / "provisioning" / "qrgate_tools"
+# Imported only by qrgate_tools (the demo, the benchmarks) and by the province's side.
 FORBIDDEN = {"qrgate_provisioning", "rich", "reportlab"}
+# The two subcommands that run the tools, and load them only then.
+TOOLS_COMMANDS = {Path("commands/demo.py"), Path("commands/bench.py")}
 # segno is a core dependency for the synthetic camera source only (a bench-top gate's test card);
 # no other gate module may come to rely on it.
 SEGNO_ALLOWED = {Path("frames/scene_assets.py")}
@@ -33,7 +37,7 @@ DISTRIBUTION = {"cv2": "opencv-python-headless", "zxingcpp": "zxing-cpp", "paho"
 
 
 def gate_modules() -> list[Path]:
-    return sorted(path for path in GATE.rglob("*.py") if "tools" not in path.relative_to(GATE).parts)
+    return sorted(GATE.rglob("*.py"))
 
 
 def imported(path: Path) -> set[str]:
@@ -52,17 +56,19 @@ def core_dependencies() -> dict[str, str]:
     return {re.split(r"[\s<>=!~;\[]", spec, maxsplit=1)[0].lower(): spec for spec in project["dependencies"]}
 
 
-def test_the_walk_sees_the_gate_and_not_the_tools() -> None:
+def test_the_walk_sees_the_gate_and_the_tools_are_outside_it() -> None:
     modules = {path.relative_to(GATE).as_posix() for path in gate_modules()}
     assert {"gate.py", "service.py", "decoding/cascade.py", "commands/demo.py"} <= modules
-    assert not any(name.startswith("tools/") for name in modules)
-    assert "qrgate_provisioning" in imported(GATE / "tools" / "demo.py")  # the walk would see one
+    assert not (GATE / "tools").exists() and (TOOLS / "demo.py").exists()
+    assert "qrgate_provisioning" in imported(TOOLS / "demo.py")  # the walk would see one
 
 
 @pytest.mark.parametrize("path", gate_modules(), ids=lambda path: path.relative_to(GATE).as_posix())
 def test_no_gate_module_imports_the_tools_dependencies(path: Path) -> None:
     names = imported(path)
     assert not names & FORBIDDEN, f"{path.relative_to(ROOT)} imports {sorted(names & FORBIDDEN)}"
+    if path.relative_to(GATE) not in TOOLS_COMMANDS:
+        assert "qrgate_tools" not in names, f"{path.relative_to(ROOT)} imports the tools"
     if path.relative_to(GATE) not in SEGNO_ALLOWED:
         assert "segno" not in names, f"{path.relative_to(ROOT)} imports segno"
 
@@ -79,7 +85,8 @@ def test_every_third_party_import_of_the_gate_is_a_core_dependency() -> None:
     core = core_dependencies()
     stdlib = sys.stdlib_module_names
     for path in gate_modules():
-        for name in imported(path) - stdlib - {"qrgate"} - set(NOT_CORE):
+        # qrgate_tools ships in the same distribution (commands/demo.py and bench.py load it)
+        for name in imported(path) - stdlib - {"qrgate", "qrgate_tools"} - set(NOT_CORE):
             distribution = DISTRIBUTION.get(name, name).lower()
             assert distribution in core, f"{path.relative_to(ROOT)}: {name} ({distribution}) is not a core dependency"
 
@@ -97,7 +104,7 @@ def test_demo_and_bench_say_what_to_install_without_the_tools_extra(
     for module in [name for name in sys.modules if name == "rich" or name.startswith("rich.")]:
         monkeypatch.setitem(sys.modules, module, None)
     monkeypatch.setitem(sys.modules, "rich", None)
-    for module in [name for name in sys.modules if name.startswith("qrgate.tools.")]:
+    for module in [name for name in sys.modules if name.startswith("qrgate_tools.")]:
         monkeypatch.delitem(sys.modules, module)
     assert main(argv) == 1
     err = capsys.readouterr().err

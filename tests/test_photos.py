@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from qrgate.decoding.factory import build_decoder, build_photo_decoder
-from qrgate.tools.bench_photos import PHOTOS, VIEWS, bare_texts, load_photos
+from qrgate_tools.bench_photos import PHOTOS, VIEWS, bare_texts, load_photos
 
 if not PHOTOS.is_dir():
     pytest.skip(f"real photos not found at {PHOTOS} (the shared/ checkout next to the repository)",

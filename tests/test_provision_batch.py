@@ -21,10 +21,10 @@ from provision_helpers import (
     traversable,
     write_inventory,
 )
-from qrgate.tools.broker import free_loopback_port
 from qrgate_provisioning.provision.cli import main
 from qrgate_provisioning.provision.device_ca import DeviceCA
 from qrgate_provisioning.provision.inventory import load_inventory
+from qrgate_tools.broker import free_loopback_port
 from sshd_helpers import Sshd
 
 pytestmark = pytest.mark.slow

@@ -16,7 +16,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from qrgate.config_file import parse_config
-from qrgate.tools.broker import free_loopback_port
 from qrgate_provisioning.provision.batch import GateResult, PlainDisplay, RichDisplay, summary_text
 from qrgate_provisioning.provision.checklist import Checklist, ProvisionError
 from qrgate_provisioning.provision.checks import judge
@@ -26,6 +25,7 @@ from qrgate_provisioning.provision.inventory import GateSpec, InventoryError, lo
 from qrgate_provisioning.provision.layout import Layout
 from qrgate_provisioning.provision.render import config_hash_of, render_config, unit_file
 from qrgate_provisioning.provision.wheels import Wheel, Wheelhouse
+from qrgate_tools.broker import free_loopback_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = dict(host="10.0.0.11", site="market-1", gate="gate-1", direction="in", board="rpi-gate-v1",

@@ -33,10 +33,10 @@ from qrgate.outbox import Outbox
 from qrgate.passes.signed_list import ListOutcome, SignerKeys
 from qrgate.passes.trust import TrustStore
 from qrgate.selftest import CheckResult, run_self_test
-from qrgate.tools.broker import BrokerTls, MosquittoBroker, free_loopback_port
 from qrgate.trust_updates import TrustUpdates
 from qrgate_provisioning.keys import IssuerKey
 from qrgate_provisioning.trustlist import build_trust_list, key_entry, new_list_signer, public_pem
+from qrgate_tools.broker import BrokerTls, MosquittoBroker, free_loopback_port
 
 ROOT = Path(__file__).resolve().parents[1]
 GREEN, RED, BUZZER, RELAY = 17, 27, 22, 5  # rpi-gate-v1

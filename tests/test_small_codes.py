@@ -14,7 +14,7 @@ from qrgate.decoding.cascade import CascadeDecoder
 from qrgate.decoding.factory import build_decoder
 from qrgate.decoding.small_codes import SmallCodeLook
 from qrgate.decoding.zxing import ZxingDecoder
-from qrgate.tools.bench_photos import PHOTOS, VIEWS, load_photos
+from qrgate_tools.bench_photos import PHOTOS, VIEWS, load_photos
 
 TEXT = "QG1:" + "A" * 120  # 49x49 modules at error level M, like a qrgate pass
 AT = (300, 200)  # where the symbol's top-left lies in the frame

@@ -17,7 +17,6 @@ from qrgate.passes.signed_list import ListOutcome, ListType, SignerKeys
 from qrgate.passes.trust import TrustStore
 from qrgate.passes.verdict import Reason
 from qrgate.passes.verifier import PassVerifier
-from qrgate.tools.broker import BrokerTls, MosquittoBroker
 from qrgate.trust_updates import REFUSED_SUFFIX, TrustUpdates
 from qrgate.wire import REVOCATION_TOPIC, TRUST_LIST_TOPIC
 from qrgate_provisioning.cli import build_parser
@@ -25,6 +24,7 @@ from qrgate_provisioning.dcc_test_issuer import fake_vaccination_payload
 from qrgate_provisioning.keys import load_issuer_key, new_dcc_issuer_key, new_issuer_key, write_issuer_files
 from qrgate_provisioning.mint import mint_dcc_pass, mint_qrgate_pass
 from qrgate_provisioning.trustlist import load_list_signer, pass_hashes
+from qrgate_tools.broker import BrokerTls, MosquittoBroker
 
 DAY = 86_400
 NOW = int(time.time())  # the commands sign with the real clock; passes are minted around it
@@ -292,7 +292,7 @@ def test_publish_over_tls_with_a_client_certificate(tmp_path, province) -> None:
 
 
 def test_publish_fails_cleanly_without_a_broker_or_with_garbage(tmp_path, province, capsys) -> None:
-    from qrgate.tools.broker import free_loopback_port
+    from qrgate_tools.broker import free_loopback_port
 
     trust = tmp_path / "t.cose"
     assert issuer_cli("trust-list", "build", "--signer", province["list_key"], "--keys", province["issuers"],

@@ -26,8 +26,8 @@ from qrgate import wire
 from qrgate.config import MqttConfig
 from qrgate.errors import UplinkError
 from qrgate.outbox import Outbox
-from qrgate.tools.broker import BrokerTls, MosquittoBroker
 from qrgate.uplink import TlsSettings, Uplink, full_jitter_delay
+from qrgate_tools.broker import BrokerTls, MosquittoBroker
 
 CHECKINS = wire.checkin_topic(DEVICE_ID)
 AVAILABLE = wire.availability_topic(DEVICE_ID)

@@ -17,8 +17,8 @@ from mqtt_helpers import (
 from qrgate import wire
 from qrgate.errors import UplinkError
 from qrgate.outbox import Outbox
-from qrgate.tools.broker import MosquittoBroker
 from qrgate.uplink import TokenBucket
+from qrgate_tools.broker import MosquittoBroker
 
 CHECKINS = wire.checkin_topic(DEVICE_ID)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from qrgate.tools.bench_uplink import outbox_wear
+from qrgate_tools.bench_uplink import outbox_wear
 
 
 def test_outbox_wear_counts_one_sync_per_stored_checkin_and_batches_deliveries(tmp_path: Path) -> None:

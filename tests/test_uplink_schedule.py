@@ -14,11 +14,11 @@ import pytest
 from mqtt_helpers import append, build_uplink
 from qrgate.config import MqttConfig
 from qrgate.outbox import Outbox, PendingEvent
-from qrgate.tools.broker import free_loopback_port
 from qrgate.uplink import Schedule
 from qrgate.uplink.health import UplinkHealth
 from qrgate.uplink.schedule import Acknowledged
 from qrgate.uplink.session import Progress
+from qrgate_tools.broker import free_loopback_port
 
 
 class FakeClock:

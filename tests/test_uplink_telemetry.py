@@ -18,8 +18,8 @@ from mqtt_helpers import (
 from qrgate import wire
 from qrgate.errors import OutboxFull
 from qrgate.outbox import Outbox
-from qrgate.tools.broker import MosquittoBroker
 from qrgate.uplink import Uplink
+from qrgate_tools.broker import MosquittoBroker
 
 CHECKINS = wire.checkin_topic(DEVICE_ID)
 STATUS = wire.status_topic(DEVICE_ID)

@@ -6,9 +6,9 @@ import argparse
 import sys
 from typing import Protocol
 
-# What qrgate.tools (``qrgate demo``, ``qrgate bench``) imports beyond the gate's own dependencies: the
+# What qrgate_tools (``qrgate demo``, ``qrgate bench``) imports beyond the gate's own dependencies: the
 # ``tools`` extra (pyproject.toml) and the province's side, which mints the demo's passes and signed lists.
-TOOLS_ONLY = frozenset({"rich", "reportlab", "qrgate_provisioning"})
+TOOLS_ONLY = frozenset({"rich", "reportlab", "qrgate_provisioning", "qrgate_tools"})
 
 
 class Subcommands(Protocol):

@@ -1,4 +1,4 @@
-"""``qrgate bench``: decoder and pipeline speed against baselines measured in the same run (qrgate.tools.bench;
+"""``qrgate bench``: decoder and pipeline speed against baselines measured in the same run (qrgate_tools.bench;
 needs qrgate[tools])."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def add_parser(subparsers: Subcommands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        from ..tools.bench import SECTIONS, run_bench, run_sections
+        from qrgate_tools.bench import SECTIONS, run_bench, run_sections
 
         if args.only:
             results = run_sections([name for name in SECTIONS if name in args.only], args.repeat, print)

@@ -1,4 +1,4 @@
-"""``qrgate demo``: a whole check-in point on this machine (see qrgate.tools.demo; needs qrgate[tools])."""
+"""``qrgate demo``: a whole check-in point on this machine (see qrgate_tools.demo; needs qrgate[tools])."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        from ..tools.demo import run_demo
+        from qrgate_tools.demo import run_demo
 
         summary = run_demo(headless=args.headless or args.json, as_json=args.json, camera=args.camera,
                            realtime=args.realtime)

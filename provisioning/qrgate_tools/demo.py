@@ -32,13 +32,14 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from .. import wire
-from ..config import GateConfig
-from ..decision import Action
-from ..feedback import Outcome
-from ..frames.synthetic import Medium, SyntheticGate, Visit
-from ..gate import Presentation
-from ..service import GateService
+from qrgate import wire
+from qrgate.config import GateConfig
+from qrgate.decision import Action
+from qrgate.feedback import Outcome
+from qrgate.frames.synthetic import Medium, SyntheticGate, Visit
+from qrgate.gate import Presentation
+from qrgate.service import GateService
+
 from .broker import MosquittoBroker
 from .terminal_view import FeedbackView
 

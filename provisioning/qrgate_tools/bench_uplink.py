@@ -34,10 +34,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from .. import wire
-from ..config import MqttConfig
-from ..outbox import Outbox
-from ..uplink import Uplink
+from qrgate import wire
+from qrgate.config import MqttConfig
+from qrgate.outbox import Outbox
+from qrgate.uplink import Uplink
+
 from .broker import MosquittoBroker
 
 DEVICE_ID = "bench-gate-01"
@@ -125,7 +126,7 @@ def wear_workload(path: str, mode: str, count: int) -> dict[str, dict[str, int]]
 def _run_wear_child(directory: Path, mode: str, count: int,
                     strace: str | None) -> tuple[dict[str, dict[str, int]], dict[str, int] | None]:
     database = directory / f"wear-{mode}.sqlite"
-    code = ("import json, sys; from qrgate.tools.bench_uplink import wear_workload; "
+    code = ("import json, sys; from qrgate_tools.bench_uplink import wear_workload; "
             "print(json.dumps(wear_workload(sys.argv[1], sys.argv[2], int(sys.argv[3]))))")
     command = [sys.executable, "-c", code, str(database), mode, str(count)]
     calls: dict[str, int] | None = None
@@ -312,7 +313,7 @@ def _build_backlog(path: Path, count: int) -> float:
 
 def bench_uplink(*, backlog: int = 10_000, out: Callable[[str], None] = print) -> dict[str, object]:
     """Outbox wear and backlog drain figures; each printed with its baseline."""
-    from ..config import MqttConfig
+    from qrgate.config import MqttConfig
 
     # The outages are on purpose: their "cannot connect" warnings would only clutter the figures.
     quiet = [logging.getLogger(name) for name in ("qrgate.uplink", "qrgate_provisioning.consumer")]

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import QrgateError
+from qrgate.errors import QrgateError
 
 
 class BrokerError(QrgateError):
@@ -156,7 +156,7 @@ class MosquittoBroker:
 
     def render_config(self) -> str:
         lines = [
-            "# Rendered by qrgate.tools.broker for a private loopback broker; edits are overwritten.",
+            "# Rendered by qrgate_tools.broker for a private loopback broker; edits are overwritten.",
             f"listener {self.port} {self.host}",
             "allow_anonymous "
             f"{'false' if self.password_file or (self.tls and self.tls.require_certificate) else 'true'}",

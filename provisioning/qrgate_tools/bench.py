@@ -27,22 +27,23 @@ from typing import TypeVar
 import cv2
 import numpy as np
 
-from ..clock import SystemClock
-from ..config import DecoderConfig, DeviceConfig
-from ..decision import Decider, payload_key
-from ..decoding.base import DecodedCode, Decoder
-from ..decoding.factory import build_decoder, build_pipeline
-from ..decoding.opencv import OpenCvDecoder
-from ..decoding.parallel import ParallelDecoder
-from ..decoding.zbar import ZbarDecoder
-from ..decoding.zxing import ZxingDecoder
-from ..frames.base import Frame
-from ..frames.scene_effects import CATEGORIES
-from ..frames.synthetic import SyntheticGate, Visit
-from ..gate import Gate
-from ..outbox import Outbox
-from ..passes.trust import TrustStore
-from ..passes.verifier import PassVerifier
+from qrgate.clock import SystemClock
+from qrgate.config import DecoderConfig, DeviceConfig
+from qrgate.decision import Decider, payload_key
+from qrgate.decoding.base import DecodedCode, Decoder
+from qrgate.decoding.factory import build_decoder, build_pipeline
+from qrgate.decoding.opencv import OpenCvDecoder
+from qrgate.decoding.parallel import ParallelDecoder
+from qrgate.decoding.zbar import ZbarDecoder
+from qrgate.decoding.zxing import ZxingDecoder
+from qrgate.frames.base import Frame
+from qrgate.frames.scene_effects import CATEGORIES
+from qrgate.frames.synthetic import SyntheticGate, Visit
+from qrgate.gate import Gate
+from qrgate.outbox import Outbox
+from qrgate.passes.trust import TrustStore
+from qrgate.passes.verifier import PassVerifier
+
 from .bench_categories import category_section, targets_section
 from .bench_common import met, naive_baseline, percentile, time_each
 from .bench_sizes import category_payloads, stream
@@ -269,7 +270,7 @@ def run_bench(*, frames_per_case: int = 60, repeat: int = 3, out: Callable[[str]
         decide_ms = time_each(decide, keys * 20, repeat)
         device = DeviceConfig()
         outbox = Outbox(Path(tmp) / "bench-outbox.sqlite")
-        from ..wire import CheckinEvent, iso_utc, new_event_id
+        from qrgate.wire import CheckinEvent, iso_utc, new_event_id
 
         def persist(_: object) -> None:
             outbox.append(lambda seq: CheckinEvent(

@@ -30,11 +30,12 @@ import cv2
 import numpy as np
 import zxingcpp
 
-from ..decoding.base import DecodedCode
-from ..decoding.factory import build_decoder, build_photo_decoder
+from qrgate.decoding.base import DecodedCode
+from qrgate.decoding.factory import build_decoder, build_photo_decoder
+
 from .bench_sizes import TARGET_GAIN_POINTS, TARGET_WORST_CONDITION_POINTS
 
-PHOTOS = Path(__file__).resolve().parents[3].parent / "shared" / "qr-photos"
+PHOTOS = Path(__file__).resolve().parents[2].parent / "shared" / "qr-photos"  # beside the checkout
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 

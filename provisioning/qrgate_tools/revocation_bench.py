@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..passes.revocation import HASH_BYTES, HashType, RevocationIndex
-from ..passes.signed_list import SignerKeys
-from ..passes.trust import TrustStore
-from ..trust_updates import TrustUpdates
+from qrgate.passes.revocation import HASH_BYTES, HashType, RevocationIndex
+from qrgate.passes.signed_list import SignerKeys
+from qrgate.passes.trust import TrustStore
+from qrgate.trust_updates import TrustUpdates
 
 
 def bench_revocation(n: int = 1_000_000, *, lookups: int = 20_000, seed: int = 7,

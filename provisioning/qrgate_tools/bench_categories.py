@@ -10,12 +10,13 @@ from typing import TypedDict
 
 import cv2
 
-from ..decoding.cascade import CascadeDecoder
-from ..decoding.factory import build_decoder
-from ..decoding.opencv import OpenCvDecoder
-from ..decoding.zbar import ZbarDecoder
-from ..decoding.zxing import ZxingDecoder
-from ..frames.scene_effects import CATEGORIES, HARD_CATEGORIES
+from qrgate.decoding.cascade import CascadeDecoder
+from qrgate.decoding.factory import build_decoder
+from qrgate.decoding.opencv import OpenCvDecoder
+from qrgate.decoding.zbar import ZbarDecoder
+from qrgate.decoding.zxing import ZxingDecoder
+from qrgate.frames.scene_effects import CATEGORIES, HARD_CATEGORIES
+
 from .bench_common import met, naive_baseline, time_each
 from .bench_sizes import category_script, run_pipeline, run_stateless, stream
 

@@ -28,10 +28,10 @@ from typing import Protocol
 import numpy as np
 import zxingcpp
 
-from ..decoding.factory import build_pipeline
-from ..decoding.zxing import ZxingDecoder
-from ..frames.scene_effects import CATEGORIES, CATEGORY_MEDIUM, Category
-from ..frames.synthetic import SyntheticGate, Visit
+from qrgate.decoding.factory import build_pipeline
+from qrgate.decoding.zxing import ZxingDecoder
+from qrgate.frames.scene_effects import CATEGORIES, CATEGORY_MEDIUM, Category
+from qrgate.frames.synthetic import SyntheticGate, Visit
 
 FRAME_SIZES = ((640, 480), (1280, 720), (2304, 1296))
 TARGET_GAIN_POINTS = 5.0

@@ -13,7 +13,7 @@ from gpiozero.exc import GPIODeviceClosed
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 
-from ..feedback import GateFeedback
+from qrgate.feedback import GateFeedback
 
 
 @dataclass(frozen=True, slots=True)
