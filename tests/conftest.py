@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from postgres_helpers import fresh_database, postgres_server
 from provision_helpers import Province, build_wheel, dependency_site, make_province, traversable
 from qrgate.outbox import Outbox
 from qrgate_tools.broker import MosquittoBroker
@@ -70,3 +71,16 @@ def software(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def province(tmp_path_factory: pytest.TempPathFactory) -> Province:
     return make_province(tmp_path_factory.mktemp("province"))
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """A private PostgreSQL server for the whole session: the DSN of its ``postgres`` database."""
+    with postgres_server() as dsn:
+        yield dsn
+
+
+@pytest.fixture
+def province_dsn(postgres_dsn: str) -> str:
+    """A new empty database for one test, on the session's server."""
+    return fresh_database(postgres_dsn)

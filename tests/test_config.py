@@ -51,7 +51,7 @@ def test_every_problem_is_reported_with_line_and_key():
     message = str(caught.value)
     assert message.startswith("4 problem(s) in gate.toml:")
     assert "gate.toml:2: device.id: String should match pattern" in message
-    assert "gate.toml:3: device.direction: Input should be 'in' or 'out'" in message
+    assert "gate.toml:3: device.direction: Input should be 'in', 'out' or 'both'" in message
     assert "gate.toml:6: camera.widht: unknown key" in message
     assert "gate.toml:9: mqtt.port: Input should be greater than or equal to 1" in message
 

@@ -7,14 +7,10 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import pwd
-import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +32,7 @@ from qrgate_provisioning.consumer import (
     shared_checkins,
 )
 from qrgate_provisioning.errors import ConsumerError
-from qrgate_tools.broker import MosquittoBroker, free_loopback_port
+from qrgate_tools.broker import MosquittoBroker
 
 ALL_ACKS = f"{wire.TOPIC_ROOT}/device/+/ack"
 
@@ -47,43 +43,6 @@ def event_at(device: str, seq: int, site: str, when: str, verdict: str = "accept
 
 
 # ---- the stores ----------------------------------------------------------------------------------
-
-def _postgres_bin(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
-    return str(candidates[-1]) if candidates else None
-
-
-@pytest.fixture(scope="module")
-def postgres_dsn() -> Iterator[str]:
-    """A throw-away PostgreSQL server on a Unix socket in a temp dir (skipped if none can run here)."""
-    pytest.importorskip("psycopg", reason="PostgreSQL store tests need psycopg")
-    initdb, pg_ctl = _postgres_bin("initdb"), _postgres_bin("pg_ctl")
-    if not initdb or not pg_ctl:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-    run_as: list[str] = []
-    directory = Path(tempfile.mkdtemp(prefix="qrgate-pg-"))  # not pytest's tmp: its root-only mode keeps others out
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        try:
-            account = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user to run the server as")
-        os.chown(directory, account.pw_uid, account.pw_gid)
-        run_as = ["runuser", "-u", "postgres", "--"]
-    port = free_loopback_port()
-    data = directory / "data"
-    subprocess.run([*run_as, initdb, "-D", str(data), "-A", "trust", "-U", "qrgate", "--no-sync"],
-                   check=True, capture_output=True)
-    subprocess.run([*run_as, pg_ctl, "-D", str(data), "-l", str(directory / "log"), "-w", "start", "-o",
-                    f"-k {directory} -p {port} -c listen_addresses='' -c fsync=off"], check=True, capture_output=True)
-    try:
-        yield f"host={directory} port={port} user=qrgate dbname=postgres"
-    finally:
-        subprocess.run([*run_as, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], check=False, capture_output=True)
-        shutil.rmtree(directory, ignore_errors=True)
-
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventStore]:

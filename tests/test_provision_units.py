@@ -60,13 +60,14 @@ def test_the_configuration_is_the_safe_template_with_the_inventorys_row() -> Non
     assert config.feedback.board == "rpi-gate-v1"
     assert render_config(spec(name="north-entrance", direction="out"), Layout("/")) == text  # deterministic
     assert config_hash_of(text) != config_hash_of(render_config(spec(direction="in"), Layout("/")))
+    both_ways = parse_config(render_config(spec(direction="both"), Layout("/")))  # a single door: qrgate.passage
+    assert both_ways.device.direction == "both"
     staged = parse_config(render_config(spec(), Layout("/srv/card")))
     assert staged.feedback.board == "/srv/card/usr/share/qrgate/hardware/profiles/rpi-gate-v1.toml"
     assert staged.outbox.path == "/srv/card/var/lib/qrgate/outbox.sqlite"
 
 
 @pytest.mark.parametrize(("values", "message"), [
-    ({"direction": "both"}, "'both' cannot be provisioned yet"),
     ({"config": {"camera": {"source": "usb", "fps": "fast"}}}, "camera.fps"),
     ({"config": {"camerra": {"source": "usb"}}}, "unknown section"),
 ])

@@ -31,7 +31,12 @@ class DeviceConfig(_Section):
                          description="Check-in point (bus station, market) this gate belongs to.")
     gate: str = Field("main", min_length=1, max_length=64,
                       description="Gate name within the site, e.g. 'north-entrance'.")
-    direction: Literal["in", "out"] = Field("in", description="Whether the gate checks people in or out.")
+    direction: Literal["in", "out", "both"] = Field(
+        "in", description="Whether the gate checks people in, out, or both ways (a single door): 'both' takes each "
+        "person's direction from their last passage at this gate (qrgate.passage).")
+    passage_memory_h: float = Field(
+        16.0, gt=0, le=7 * 24,
+        description="A both-ways gate forgets a passage after this many hours: the next one counts as 'in' again.")
     mode: Literal["gate", "demo"] = Field(
         "gate", description="'gate': a real gate, whose config file must name its device id, site and camera (a real "
         "one); 'demo': a bench-top or demo gate, which may run the synthetic scene (qrgate run --demo says the same).")

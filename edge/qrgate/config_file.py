@@ -7,11 +7,14 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from .config import GateConfig
 from .errors import ConfigError
+
+Model = TypeVar("Model", bound=BaseModel)
 
 
 def _key_lines(text: str) -> dict[tuple[str, ...], int]:
@@ -54,13 +57,29 @@ def parse_config(text: str, source: str = "<config>", *, demo: bool = False) -> 
     site and camera, and the camera may not be the synthetic scene: an empty or truncated file would otherwise
     run a demo gate under the built-in identity and publish its test-card events to the province.
     """
+    data, config, key_lines = validate_toml(GateConfig, text, source,
+                                            unknown_key_hint="see `qrgate check-config --print-defaults`")
+    if not demo and config.device.mode == "gate":
+        problems = _unnamed_in_a_gate(data, config, key_lines, source)
+        if problems:
+            raise ConfigError(f"{len(problems)} problem(s) in {source}:\n" + "\n".join(problems))
+    return config
+
+
+def validate_toml(model: type[Model], text: str, source: str, *,
+                  unknown_key_hint: str) -> tuple[dict[str, object], Model, dict[tuple[str, ...], int]]:
+    """TOML text validated as ``model``: the data, the model and where each key is written.
+
+    Raises ConfigError listing every problem at once as ``source:line: dotted.key: message``. Shared with the
+    province's own service file (qrgate_provisioning.province.settings), so both read the same way.
+    """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
     key_lines = _key_lines(text)
     try:
-        config = GateConfig.model_validate(data)
+        config = model.model_validate(data)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
@@ -70,14 +89,10 @@ def parse_config(text: str, source: str = "<config>", *, demo: bool = False) -> 
             where = f"{source}:{line}" if line else source
             message = error["msg"]
             if error["type"] == "extra_forbidden":
-                message = "unknown key (check the spelling; see `qrgate check-config --print-defaults`)"
+                message = f"unknown key (check the spelling; {unknown_key_hint})"
             problems.append(f"{where}: {dotted}: {message}")
         raise ConfigError(f"{len(problems)} problem(s) in {source}:\n" + "\n".join(problems)) from None
-    if not demo and config.device.mode == "gate":
-        problems = _unnamed_in_a_gate(data, config, key_lines, source)
-        if problems:
-            raise ConfigError(f"{len(problems)} problem(s) in {source}:\n" + "\n".join(problems))
-    return config
+    return data, config, key_lines
 
 
 def _unnamed_in_a_gate(data: dict[str, object], config: GateConfig, key_lines: dict[tuple[str, ...], int],

@@ -21,6 +21,7 @@ from .errors import OutboxError
 from .feedback import Outcome
 from .frames.base import Frame
 from .outbox import Outbox
+from .passage import Direction, PassageDirections
 from .passes.clock_policy import ClockPolicy, apply_clock_policy
 from .passes.verdict import Reason, Verdict
 from .passes.verifier import PassVerifier
@@ -107,6 +108,9 @@ class Gate:
         self._measure_latency = measure_latency
         self._clock_policy = clock_policy
         self._last_seen_at = float("-inf")
+        # A both-ways gate takes each person's direction from their last passage here (qrgate.passage).
+        self._passages = (PassageDirections(memory_h=device.passage_memory_h) if device.direction == "both"
+                          else None)
         self.stats = GateStats()
 
     def process(self, frame: Frame) -> None:
@@ -140,14 +144,17 @@ class Gate:
         event = None
         if action is Action.NEW:
             stats.presentations += 1
+            direction, passage_key = self._direction(verdict, now)
             try:
-                event = self._outbox.append(lambda seq: self._event(verdict, seq, now, synchronised))
+                event = self._outbox.append(lambda seq: self._event(verdict, seq, now, synchronised, direction))
             except OutboxError as exc:
                 # The check-in cannot be recorded: showing green would hide a lost event.
                 stats.storage_errors += 1
                 log.error("check-in not stored, shown as rejected: %s", exc)
                 outcome, reason = Outcome.REJECTED, STORAGE_ERROR
             else:
+                if passage_key is not None and self._passages is not None:  # remembered only once stored
+                    self._passages.record(passage_key, direction, now)
                 self._on_event_stored()
         else:
             stats.repeats += 1
@@ -163,7 +170,20 @@ class Gate:
         if self._on_outcome is not None:
             self._on_outcome(Presentation(verdict, action, outcome, event, frame, reason))
 
-    def _event(self, verdict: Verdict, seq: int, now: float, synchronised: bool) -> CheckinEvent:
+    def _direction(self, verdict: Verdict, now: float) -> tuple[Direction, str | None]:
+        """This passage's direction, and the key to remember it under once stored (None: nothing to remember).
+
+        The gate's own direction, or on a both-ways gate the person's next one; a refused pass there is an attempt
+        to come in and moves nothing."""
+        passages = self._passages
+        if passages is None:
+            return ("out" if self._device.direction == "out" else "in"), None
+        if verdict.reason not in _EVENT_VERDICT:
+            return "in", None
+        key = verdict.subject_id or verdict.pass_id
+        return passages.peek(key, now), key
+
+    def _event(self, verdict: Verdict, seq: int, now: float, synchronised: bool, direction: Direction) -> CheckinEvent:
         device = self._device
         return CheckinEvent(
             event_id=new_event_id(now),
@@ -171,7 +191,7 @@ class Gate:
             device_id=device.id,
             site_id=device.site_id,
             gate=device.gate,
-            direction=device.direction,
+            direction=direction,
             time=iso_utc(now),
             clock_synced=synchronised,
             verdict=_EVENT_VERDICT.get(verdict.reason, "rejected"),

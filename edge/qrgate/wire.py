@@ -68,6 +68,11 @@ ALL_TELEMETRY = f"{TOPIC_ROOT}/device/+/telemetry"
 TRUST_LIST_TOPIC = f"{TOPIC_ROOT}/province/trust-list"
 REVOCATION_TOPIC = f"{TOPIC_ROOT}/province/revocation"
 RULE_SET_TOPIC = f"{TOPIC_ROOT}/province/rules"  # the signed validation rule set (docs/rules.md)
+# The province's operations service says it has (re)started (ProvinceHello, not retained): every gate answers by
+# publishing its status and telemetry again, so a restarted dashboard is never blank.
+PROVINCE_HELLO_TOPIC = f"{TOPIC_ROOT}/province/hello"
+# The latest daily report (retained), from qrgate-province report; its JSON is province.report's DailyReport.
+DAILY_REPORT_TOPIC = f"{TOPIC_ROOT}/province/report/daily"
 
 
 # What the gate decided about a check-in, as the event says it (Reason says why).
@@ -117,6 +122,10 @@ class DeviceStatus(BaseModel):
 
     v: int = Field(SCHEMA_VERSION, description="Payload schema version.")
     device_id: str = Field(description="Device this status is about.")
+    site_id: str | None = Field(None, description="Check-in point (place) the device belongs to.")
+    gate: str | None = Field(None, description="Gate name within the place.")
+    direction: Literal["in", "out", "both"] | None = Field(
+        None, description="Whether the gate checks people in, out, or both (direction from the last passage).")
     state: Literal["online", "offline"] = Field(
         description="'online' when sent at connect, 'offline' when sent at a clean stop."
     )
@@ -153,6 +162,23 @@ class DeviceStatus(BaseModel):
 
     @classmethod
     def from_json(cls, payload: bytes | str) -> DeviceStatus:
+        return cls.model_validate_json(payload)
+
+
+class ProvinceHello(BaseModel):
+    """The province's operations service has connected (PROVINCE_HELLO_TOPIC): gates re-publish their state."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    v: int = Field(SCHEMA_VERSION, description="Payload schema version.")
+    service: str = Field(max_length=64, description="Client id of the service that said hello.")
+    time: str = Field(description="When it said so, ISO 8601 UTC with milliseconds.")
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+    @classmethod
+    def from_json(cls, payload: bytes | str) -> ProvinceHello:
         return cls.model_validate_json(payload)
 
 
@@ -227,6 +253,10 @@ class Telemetry(BaseModel):
     rule_set_age_s: int | None = Field(
         None, description="Seconds since the signed rule set in force was issued (absent: not a signed one)."
     )
+    frames_per_s: float | None = Field(None, description="Camera frames decoded per second over the last interval.")
+    cpu_temp_c: float | None = Field(None, description="SoC temperature in degrees Celsius, where the board has one.")
+    disk_total_bytes: int | None = Field(None, description="Size of the file system holding the outbox.")
+    clock_synced: bool | None = Field(None, description="Whether the device clock is NTP/RTC-synchronised now.")
 
     def to_json(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()

@@ -12,3 +12,8 @@ from qrgate.errors import QrgateError
 
 class ConsumerError(QrgateError):
     """The province's reference consumer cannot open or write its store, or is misconfigured."""
+
+
+class ProvinceError(QrgateError):
+    """The province's operations service (qrgate-province) cannot do what was asked: a bad registry row, a store
+    it cannot reach, a day with no report. The message names the real cause."""

@@ -68,10 +68,6 @@ def _read_local(path: str | Path, what: str) -> bytes:
 
 def config_data(spec: GateSpec, layout: Layout) -> dict[str, dict[str, Any]]:
     """The configuration as TOML tables: the example's settings, the inventory's, the target's paths."""
-    if spec.direction == "both":
-        raise ProvisionError(f"{spec.gate}: direction 'both' cannot be provisioned yet: a gate's device.direction and "
-                             "its check-in events say 'in' or 'out' (qrgate.config, wire.CheckinEvent); provision it "
-                             "as 'in' or 'out'")
     example = tomllib.loads(_read_local(firmware_dir() / "qrgate.example.toml", "the template").decode())
     data: dict[str, dict[str, Any]] = {section: dict(table) for section, table in example.items()}
     for section, table in spec.config.items():

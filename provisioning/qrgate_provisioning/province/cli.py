@@ -1,0 +1,61 @@
+"""The ``qrgate-province`` command: the province's operations service.
+
+    registry import|list|assign     places and gates (CSV import; a gate belongs to a place)
+    serve                           the dashboard, the live fleet from MQTT, /metrics (a systemd service)
+    fleet                           the fleet as the dashboard sees it, printed once
+    report --day D                  the daily report of a day (CSV, PDF, page, retained MQTT message)
+    user add|list|passwd            people who log in to the dashboard, and their roles
+    audit                           the audit log (who did what, when)
+
+argparse with one module per subcommand under ``qrgate_provisioning.province.commands``, imported lazily, as the
+other qrgate commands. Exit codes: 0 done; 1 failed with the reason on stderr; 2 usage error.
+docs/operators.md explains the dashboard, the report's definitions and the roles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from qrgate import __version__
+from qrgate.errors import QrgateError
+
+from .commands import EXIT_FAILED, PROG
+
+# subcommand name -> module under qrgate_provisioning.province.commands, in the order --help lists them
+SUBCOMMANDS = {"registry": "registry", "serve": "serve", "fleet": "fleet", "report": "report", "user": "user",
+               "audit": "audit"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="The province's qrgate operations service: the registry of places and gates, the live fleet, "
+        "the dashboard and the 06:00 daily report, on the consumer's PostgreSQL store.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument("--verbose", "-v", action="store_true", help="log more (never personal data)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module_name in SUBCOMMANDS.values():
+        module = importlib.import_module(f"qrgate_provisioning.province.commands.{module_name}")
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.run(args))
+    except (ValueError, OSError, QrgateError) as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The province service's configuration file (``/etc/qrgate/province.toml``): one strict section per component.
+
+Each component takes its own section as an object (the fleet listener ``BrokerSettings``, the dashboard
+``WebSettings``), as the gate's components take theirs. Unknown keys are refused, and every problem is
+reported at once with its line (``qrgate.config_file.validate_toml``, the same reader as the gate's).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from qrgate.config_file import validate_toml
+from qrgate.errors import ConfigError
+
+PositiveSeconds = Annotated[float, Field(gt=0, le=7 * 86400)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseSettings(_Section):
+    dsn: str = Field("dbname=qrgate host=/run/postgresql",
+                     description="PostgreSQL connection string (libpq), the same database the consumer stores into.")
+
+
+class BrokerSettings(_Section):
+    host: str = Field("localhost", description="The provincial broker.")
+    port: int = Field(8883, ge=1, le=65535, description="Its port (8883: MQTT over TLS).")
+    ca_file: Path | None = Field(None, description="CA of the broker's certificate; enables TLS.")
+    cert_file: Path | None = Field(None, description="This service's client certificate (mutual TLS).")
+    key_file: Path | None = Field(None, description="This service's private key (0600, made on this machine).")
+    username: str | None = Field(None, description="MQTT user name, where the broker uses passwords instead.")
+    password_file: Path | None = Field(None, description="File holding the MQTT password (never the password here).")
+    client_id: str = Field("qrgate-province", min_length=1, max_length=64,
+                           description="Client id; stable, so the broker recognises the service after a restart.")
+    keepalive_s: int = Field(30, ge=5, le=600, description="MQTT keep-alive.")
+
+
+class FleetSettings(_Section):
+    heartbeat_s: PositiveSeconds = Field(
+        60, description="How often a gate sends telemetry (its service.telemetry_interval_s).")
+    missed_heartbeats: int = Field(
+        3, ge=1, le=100,
+        description="A gate heard from nothing for this many heartbeats is offline, even without a last will "
+                    "(a power cut takes the broker's keep-alive timeout to notice; this is the fallback).")
+
+
+class AlertLimits(_Section):
+    offline_s: PositiveSeconds = Field(900, description="Alert when a gate has been offline this long.")
+    trust_list_max_age_h: float = Field(48, gt=0, le=24 * 365,
+                                        description="Alert when a gate's trust list is older than this.")
+    backlog_events: int = Field(500, ge=1, description="Alert when a gate holds this many undelivered events ...")
+    backlog_growing_reports: int = Field(3, ge=2, le=100,
+                                         description="... or its backlog grew over this many reports in a row.")
+    rejections_in_row: int = Field(10, ge=2, le=10_000, description="Alert on this many rejections in a row at a gate.")
+    disk_free_min_bytes: int = Field(200 * 1024 * 1024, ge=0,
+                                     description="Alert when a gate's free disk falls below this.")
+
+
+class WebSettings(_Section):
+    bind: str = Field("127.0.0.1", description="Address the dashboard listens on (put a TLS proxy in front).")
+    port: int = Field(8080, ge=1, le=65535, description="Its port.")
+    secret_key_file: Path = Field(Path("/var/lib/qrgate-province/session.key"),
+                                  description="Key that signs session cookies; made (0600) at first start if absent.")
+    session_max_age_s: int = Field(8 * 3600, ge=60, le=30 * 86400, description="A log-in lasts this long.")
+    secure_cookies: bool = Field(True, description="Send cookies only over HTTPS (off only for a loopback test).")
+    language: str = Field("vi", pattern=r"^(vi|en)$", description="Default language of the pages: vi or en.")
+
+
+class ReportSettings(_Section):
+    timezone: str = Field("Asia/Ho_Chi_Minh", description="The authorities' day: the report counts its local day.")
+    offline_hours_limit: float = Field(
+        2.0, gt=0, le=24,
+        description="A place whose gates were all offline longer than this during its opening hours does not comply.")
+    output_dir: Path = Field(Path("/var/lib/qrgate-province/reports"),
+                             description="Where each day's CSV and PDF are written.")
+    publish: bool = Field(True, description="Publish each report as a retained MQTT message.")
+
+
+class ProvinceConfig(_Section):
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings, description="The PostgreSQL store.")
+    broker: BrokerSettings = Field(default_factory=BrokerSettings, description="The provincial broker.")
+    fleet: FleetSettings = Field(default_factory=FleetSettings, description="Live fleet state.")
+    alerts: AlertLimits = Field(default_factory=AlertLimits, description="When the dashboard raises an alert.")
+    web: WebSettings = Field(default_factory=WebSettings, description="The dashboard.")
+    report: ReportSettings = Field(default_factory=ReportSettings, description="The daily report.")
+
+
+def parse_province_config(text: str, source: str = "<province.toml>") -> ProvinceConfig:
+    """Validate the service's TOML; ConfigError lists every problem as ``source:line: key: message``."""
+    _data, config, _lines = validate_toml(ProvinceConfig, text, source,
+                                          unknown_key_hint="see docs/operators.md for the keys")
+    return config
+
+
+def load_province_config(path: str | Path | None) -> ProvinceConfig:
+    """The file at ``path``, or every default when ``path`` is None."""
+    if path is None:
+        return ProvinceConfig()
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    return parse_province_config(text, str(path))
