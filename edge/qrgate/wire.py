@@ -59,10 +59,24 @@ def telemetry_topic(device_id: str) -> str:
     return f"{TOPIC_ROOT}/device/{device_id}/telemetry"
 
 
+def command_topic(device_id: str) -> str:
+    """Signed commands (SignedCommand JSON) from the province's operators to one device: QoS 1, not retained, MQTT 5
+    request/response (the response topic and correlation data are the request's properties). Only the operator
+    service may write here; the device refuses what is unsigned, forged, expired, replayed or for another device."""
+    return f"{TOPIC_ROOT}/device/{device_id}/command"
+
+
+def command_response_topic(device_id: str) -> str:
+    """The device's answers to commands (CommandResponse JSON), in its own subtree; a request's response topic must
+    be this one (a device writes nowhere else)."""
+    return f"{TOPIC_ROOT}/device/{device_id}/response"
+
+
 ALL_CHECKINS = f"{TOPIC_ROOT}/device/+/checkin"
 ALL_STATUS = f"{TOPIC_ROOT}/device/+/status"
 ALL_AVAILABILITY = f"{TOPIC_ROOT}/device/+/available"
 ALL_TELEMETRY = f"{TOPIC_ROOT}/device/+/telemetry"
+ALL_RESPONSES = f"{TOPIC_ROOT}/device/+/response"
 
 # Province-wide, retained, written only by the trust-list issuer: every gate subscribes.
 TRUST_LIST_TOPIC = f"{TOPIC_ROOT}/province/trust-list"
@@ -263,6 +277,66 @@ class Telemetry(BaseModel):
 
     @classmethod
     def from_json(cls, payload: bytes | str) -> Telemetry:
+        return cls.model_validate_json(payload)
+
+
+# What an operator may ask a gate to do (qrgate.remote carries them out).
+CommandName = Literal["status", "self_test", "reload_trust", "flush_outbox", "set_log_level", "restart"]
+# Why a device refused a command, or "done": named, answered on the response topic and logged on both sides.
+CommandOutcome = Literal["done", "malformed", "unknown_key", "bad_signature", "expired", "not_yet_valid",
+                         "lifetime_too_long", "replayed", "wrong_device", "bad_argument", "failed"]
+MAX_COMMAND_LIFETIME_S = 600  # issued_at .. expires_at: bounds how long a device must remember a nonce
+
+
+class GateCommand(BaseModel):
+    """What an operator asks of one device; signed as the exact bytes carried in SignedCommand.command."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: int = Field(SCHEMA_VERSION, description="Payload schema version.")
+    command: CommandName = Field(description="What to do.")
+    args: dict[str, str] = Field(default_factory=dict, description="Arguments, e.g. {'level': 'DEBUG'}.")
+    device_id: str = Field(min_length=1, max_length=64, description="The one device this command is for.")
+    issued_at: float = Field(description="Unix time the operator signed it.")
+    expires_at: float = Field(description="Unix time after which the device refuses it.")
+    nonce: str = Field(pattern=r"^[0-9a-f]{32}$", description="128 random bits, hex: a replay is refused.")
+    operator: str = Field(min_length=1, max_length=64, description="Who sent it (the dashboard's user), for the logs.")
+
+
+class SignedCommand(BaseModel):
+    """A GateCommand's JSON bytes (base64url) and an operator key's Ed25519 signature over exactly those bytes:
+    signing bytes, not a re-serialised object, so both sides agree on what was signed without canonical JSON."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: int = Field(SCHEMA_VERSION, description="Payload schema version.")
+    kid: str = Field(min_length=1, max_length=64, description="Id of the operator key that signed it.")
+    command: str = Field(max_length=8192, description="base64url of the GateCommand JSON.")
+    signature: str = Field(max_length=128, description="base64url of the Ed25519 signature over those bytes.")
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+class CommandResponse(BaseModel):
+    """A device's answer to a command, on its response topic, with the request's correlation data."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    v: int = Field(SCHEMA_VERSION, description="Payload schema version.")
+    device_id: str = Field(description="The device that answers.")
+    nonce: str | None = Field(None, description="The command's nonce, when it could be read.")
+    command: str | None = Field(None, description="The command's name, when it could be read.")
+    outcome: CommandOutcome = Field(description="'done', or why the command was refused or failed.")
+    detail: str = Field("", max_length=2000, description="A human sentence: what was done, or the refusal's cause.")
+    result: dict[str, object] = Field(default_factory=dict, description="What the command returned (e.g. status).")
+    time: str = Field(description="When the device answered, ISO 8601 UTC with milliseconds.")
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+    @classmethod
+    def from_json(cls, payload: bytes | str) -> CommandResponse:
         return cls.model_validate_json(payload)
 
 

@@ -275,7 +275,7 @@ def run_bench(*, frames_per_case: int = 60, repeat: int = 3, out: Callable[[str]
         def persist(_: object) -> None:
             outbox.append(lambda seq: CheckinEvent(
                 event_id=new_event_id(), seq=seq, device_id=device.id, site_id=device.site_id, gate=device.gate,
-                direction=device.direction, time=iso_utc(time.time()), clock_synced=True, verdict="accepted",
+                direction="in", time=iso_utc(time.time()), clock_synced=True, verdict="accepted",
                 reason="accepted", format="qrgate", issuer="VN-DEMO", pass_id="00000000000003e9", subject_id="AAAA"))
 
         persist_ms = time_each(persist, range(40), 1)
