@@ -129,14 +129,14 @@ class TestPki:
 
 def start_provincial_broker(
     workdir: Path, pki: TestPki, *, sites: Mapping[str, Sequence[str]], consumers: Sequence[str] = ("backend", FAR_END),
-    operators: Sequence[str] = (), issuers: Sequence[str] = (),
+    operators: Sequence[str] = (), issuers: Sequence[str] = (), services: Sequence[str] = (),
 ) -> tuple[MosquittoBroker, ProvincialBroker]:
     """Render the provincial broker's configuration into ``workdir`` and start it."""
     server = pki.server("province-server")
     params = ProvincialBroker(
         listener_tls=TlsFiles(str(pki.ca_file), str(server.cert), str(server.key)), crl_file=str(pki.crl_file),
         sites={site: tuple(devices) for site, devices in sites.items()},
-        consumers=tuple(consumers), operators=tuple(operators), issuers=tuple(issuers),
+        consumers=tuple(consumers), operators=tuple(operators), issuers=tuple(issuers), services=tuple(services),
         port=free_loopback_port(), bind_address=LOOPBACK,
         acl_file=str(workdir / "qrgate.acl"), persistence_dir=str(workdir), log_file=str(workdir / "mosquitto.log"),
         run_as_user=getpass.getuser(),

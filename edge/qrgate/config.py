@@ -253,6 +253,11 @@ class MqttConfig(_Section):
         description="Most events per second when draining a backlog after an outage; check-ins made after the "
         "reconnect go ahead of it. 0 = no limit (strictly oldest first).",
     )
+    hello_jitter_s: float = Field(
+        5.0, ge=0, le=300,
+        description="When the province's service says hello (it restarted), answer with status and telemetry after "
+        "a random delay of up to this many seconds, so thousands of gates do not answer in the same instant.",
+    )
 
     @model_validator(mode="after")
     def _tls_files(self) -> MqttConfig:

@@ -41,6 +41,7 @@ from .passes.verifier import PassVerifier
 from .rules.policy import RuleSet, RuleSetError, builtin_rule_set, load_rule_set
 from .trust_updates import TrustUpdates
 from .uplink import Uplink
+from .uplink.reports import CounterRate
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ class GateService:
         # Identifies the configuration in force on the status topic: the fleet can spot a gate that missed a change.
         self.config_hash = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
         self._drop_thread: threading.Thread | None = None
+        self._frame_rate = CounterRate()  # frames decoded per second, between two telemetry reports
 
     def _open_trust(self) -> tuple[TrustUpdates | None, TrustAuthority]:
         """The signed-list updates (when the province's signers are pinned) and the authority passes are checked
@@ -168,6 +170,8 @@ class GateService:
             "frames": stats.frames, "accepted": stats.accepted, "identified": stats.identified,
             "rejected": stats.rejected, "storage_errors": stats.storage_errors,
             "frames_dropped": self._frames_dropped(),
+            "frames_per_s": self._frame_rate.per_second(stats.frames, time.monotonic()),
+            "clock_synced": self.clock.synchronised(),
         }
         latency = stats.latency_percentiles_ms()
         if latency is not None:
@@ -197,7 +201,9 @@ class GateService:
 
     def _status_details(self) -> dict[str, object]:
         """What the retained status message says beyond the uplink's own counters."""
-        details: dict[str, object] = {"config_hash": self.config_hash, "clock_synced": self.clock.synchronised()}
+        device = self.config.device
+        details: dict[str, object] = {"config_hash": self.config_hash, "clock_synced": self.clock.synchronised(),
+                                      "site_id": device.site_id, "gate": device.gate, "direction": device.direction}
         if self.trust_updates is not None:
             details.update(self.trust_updates.report(time.time(), self.config.trust.max_age_h * 3600))
         elif self.authority.state.rules is not None:

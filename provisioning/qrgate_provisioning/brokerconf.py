@@ -139,7 +139,9 @@ class ProvincialBroker:
 
     ``sites`` maps each site id to the ids of its gates: that site's bridge may act for exactly
     those gates. ``consumers`` read check-ins and write acks, ``operators`` read every device topic
-    and write commands, ``issuers`` write the province-wide trust and revocation lists.
+    and write commands, ``issuers`` write the province-wide trust and revocation lists, ``services``
+    (the province's operations service, ``qrgate-province``) read what every gate says and are the only
+    writers of its hello and of the daily report.
     """
 
     listener_tls: TlsFiles
@@ -155,6 +157,7 @@ class ProvincialBroker:
     run_as_user: str = "mosquitto"
     autosave_changes: int = 100
     max_queued_messages: int = 1_000_000
+    services: tuple[str, ...] = ()
     crl_file: str = DEFAULT_CRL_FILE  # one CRL per CA in listener_tls.ca_file (each site's device CA, the roles')
 
     def validate(self) -> None:
@@ -171,7 +174,8 @@ class ProvincialBroker:
             for device_id in devices:
                 _check_id(f"device id (site {site_id})", device_id)
                 _claim(owner, device_id, f"a gate of site {site_id}")
-        roles = (("a consumer", self.consumers), ("an operator", self.operators), ("an issuer", self.issuers))
+        roles = (("a consumer", self.consumers), ("an operator", self.operators), ("an issuer", self.issuers),
+                 ("a service", self.services))
         for role, names in roles:
             for name in names:
                 _check_id(role.split()[-1], name)
@@ -275,10 +279,20 @@ def render_provincial_acl(province: ProvincialBroker) -> str:
         ])
         for name in province.issuers
     ]
+    services = [
+        _user_block(name, "The province's operations service: reads what every gate and bridge says, says hello "
+                    "(the gates answer with their state) and publishes the daily report.", [
+            f"topic read {DEVICE_TREE}/+/checkin", f"topic read {DEVICE_TREE}/+/status",
+            f"topic read {DEVICE_TREE}/+/available", f"topic read {DEVICE_TREE}/+/telemetry",
+            f"topic read {SITE_TREE}/#", f"topic write {wire.PROVINCE_HELLO_TOPIC}",
+            f"topic readwrite {wire.DAILY_REPORT_TOPIC}",
+        ])
+        for name in province.services
+    ]
     return _render(
         "provincial-broker.acl.in",
         site_bridges="".join(site_blocks), consumers="".join(consumers),
-        operators="".join(operators), issuers="".join(issuers),
+        operators="".join(operators), issuers="".join(issuers), services="".join(services),
     )
 
 

@@ -9,7 +9,7 @@ The rooms:
 - ``schedule``: which events to send next (backlog mark, cursors, windows, resends) and recording acknowledgements.
 - ``pacing``: jittered backoff and the token bucket.
 - ``health``: stats and counters, and the cached pending count.
-- ``reports``: the status and telemetry payloads.
+- ``reports``: the status and telemetry payloads, and the answer to the province's hello.
 - ``inbound``: province-wide messages handed to their handlers on a thread of ours.
 - ``tls``: TLS settings.
 """

@@ -28,14 +28,15 @@ from .health import UplinkHealth
 from .pacing import RefusalPause
 from .reports import Reporter
 from .schedule import Acknowledged, Schedule, Send
-from .session import Connack, ConsumerAck, Disconnected, Fact, FactRecorder, Puback, Session, Topics
+from .session import Connack, ConsumerAck, Disconnected, Fact, FactRecorder, Hello, Puback, Session, Topics
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5.0  # TCP connect + TLS handshake, and again for the broker's CONNACK
 GOODBYE_TIMEOUT_S = 2.0  # on stop: acknowledgement of the 'offline' messages, then the DISCONNECT
 _IDLE_POLL_S = 1.0  # re-read the outbox this often even without wake(): another process may append
-_CONTROL_MESSAGES = 4  # status, availability, telemetry: room in paho's window besides the events
+# Status, availability, telemetry (and again those three answering a hello): room in paho's window besides the events.
+_CONTROL_MESSAGES = 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +97,10 @@ class Connection:
         self._schedule = schedule
         self._reporter = reporter
         self._pause = pause
-        self._subscribed = province_topics + ([topics.ack] if schedule.end_to_end else [])
+        # The hello at QoS 0: a gate that is away needs no queued hellos (its birth says everything anyway).
+        self._subscriptions = [(topic, wire.QOS) for topic in province_topics]
+        self._subscriptions += [(topics.ack, wire.QOS)] if schedule.end_to_end else []
+        self._subscriptions.append((wire.PROVINCE_HELLO_TOPIC, 0))
 
     @property
     def _where(self) -> str:
@@ -188,7 +192,8 @@ class Connection:
 
     def _wait_time(self, session: Session) -> float:
         now = time.monotonic()
-        wait = min(_IDLE_POLL_S, max(0.0, session.next_telemetry - now))  # next_telemetry is inf without it
+        # next_telemetry is inf without telemetry, hello_answer_at without a hello to answer
+        wait = min(_IDLE_POLL_S, max(0.0, min(session.next_telemetry, session.hello_answer_at) - now))
         if self._pause.paused(now):
             wait = min(wait, self._pause.until - now)
         elif session.progress.throttled:
@@ -206,6 +211,10 @@ class Connection:
                                         f"{exc.errors()[0]['msg']}")
                 return
             self._schedule.consumer_acked(ack.event_ids, found)
+            return
+        if isinstance(fact, Hello):
+            if session.connected_at is not None and not session.leaving:
+                self._reporter.hello(session, fact.payload, now)
             return
         if fact.client is not session.client:
             return  # from a client this thread has already abandoned
@@ -259,8 +268,7 @@ class Connection:
         log.info("MQTT connected to %s as %s", self._where, self._endpoint.client_id)
         self._schedule.begin(session.progress)
         session.control_mids.update(self._reporter.presence(session, wire.ONLINE))
-        if self._subscribed:
-            session.client.subscribe([(topic, wire.QOS) for topic in self._subscribed])
+        session.client.subscribe(self._subscriptions)
         self._reporter.first_telemetry(session, now)
 
     def _goodbye(self, session: Session) -> None:

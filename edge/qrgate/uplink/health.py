@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from ..errors import OutboxError
 from ..outbox import Outbox
@@ -38,6 +39,9 @@ class UplinkStats:
     last_refusal: str | None  # the broker's reason for the latest refusal, e.g. "Not authorized"
     resent: int = 0  # of `sent`, resends after the consumer's acknowledgement was overdue
     awaiting_ack: int | None = None  # published, waiting for the consumer; None without end-to-end acks
+    hellos_answered: int = 0  # the province's hellos answered with status and telemetry (reports.py)
+    hellos_ignored: int = 0  # valid hellos not answered: within the rate limit of the previous answer
+    hellos_malformed: int = 0  # messages on the hello topic that were not a ProvinceHello
 
 
 class PendingCount:
@@ -97,6 +101,7 @@ class UplinkHealth:
         self._awaiting_ack = 0  # published events waiting for the consumer, as last counted
         self._last_error: str | None = None
         self._last_refusal: str | None = None
+        self._hellos = {"answered": 0, "ignored": 0, "malformed": 0}
 
     @property
     def awaiting_ack(self) -> int:
@@ -140,6 +145,10 @@ class UplinkHealth:
         if first:
             log.warning("broker refused a check-in event (%s); it stays in the outbox and is retried", reason)
 
+    def count_hello(self, outcome: Literal["answered", "ignored", "malformed"]) -> None:
+        with self._lock:
+            self._hellos[outcome] += 1
+
     def counters(self) -> dict[str, object]:
         """The counters and latest problems, for telemetry."""
         with self._lock:
@@ -158,6 +167,9 @@ class UplinkHealth:
                 last_refusal=self._last_refusal,
                 resent=self._resent,
                 awaiting_ack=self._awaiting_ack if self._end_to_end else None,
+                hellos_answered=self._hellos["answered"],
+                hellos_ignored=self._hellos["ignored"],
+                hellos_malformed=self._hellos["malformed"],
             )
         # Read after the counters: a delivery they include has already marked the count changed.
         return dataclasses.replace(stats, pending=self.pending.read())

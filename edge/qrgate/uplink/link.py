@@ -83,6 +83,7 @@ class Uplink:
             outbox, self._health, topics, device_id=device_id, software_version=software_version,
             end_to_end=config.end_to_end_ack, telemetry_interval_s=telemetry_interval_s,
             status_details=status_details, telemetry_details=telemetry_details,
+            hello_jitter_s=config.hello_jitter_s, rng=self._rng,
         )
         recorder = FactRecorder(self._kick, ack_topic=topics.ack, end_to_end=config.end_to_end_ack,
                                 inbound=self._inbound.offer)
@@ -199,3 +200,5 @@ def _check(config: MqttConfig) -> None:
         raise UplinkError("ack_timeout_s must be positive and ack_window at least 1")
     if config.max_backlog_rate < 0:
         raise UplinkError("max_backlog_rate must be positive, or 0 for no limit")
+    if config.hello_jitter_s < 0:
+        raise UplinkError("hello_jitter_s must be 0 or more")

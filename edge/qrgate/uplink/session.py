@@ -61,13 +61,21 @@ class ConsumerAck:
     payload: bytes  # valid whichever connection brought it: the consumer has the events
 
 
-Fact = Connack | Disconnected | Puback | ConsumerAck
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """A message on ``wire.PROVINCE_HELLO_TOPIC``: the province's service (re)started and asks for our state."""
+
+    payload: bytes
+
+
+Fact = Connack | Disconnected | Puback | ConsumerAck | Hello
 
 
 class FactRecorder:
     """paho's callbacks: each appends a fact and sets ``kick``, nothing more (they run on paho's thread).
 
-    Province-wide messages go to ``inbound`` instead (its own bounded queue and thread); the consumer's
+    Province-wide messages go to ``inbound`` instead (its own bounded queue and thread), except the province's
+    hello, a fact because the publisher thread answers it on its own connection; the consumer's
     acknowledgements on ``ack_topic`` become facts when end-to-end acknowledgements are on, and are otherwise a
     left-over subscription of the persistent session that nothing waits for.
     """
@@ -113,6 +121,10 @@ class FactRecorder:
                 self.facts.append(ConsumerAck(bytes(message.payload)))
                 self.kick.set()
             return
+        if message.topic == wire.PROVINCE_HELLO_TOPIC:
+            self.facts.append(Hello(bytes(message.payload)))
+            self.kick.set()
+            return
         self._inbound(message.topic, bytes(message.payload))
 
 
@@ -149,4 +161,5 @@ class Session:
     leaving: bool = False  # we sent (or are about to send) DISCONNECT ourselves
     closed: bool = False
     next_telemetry: float = math.inf
+    hello_answer_at: float = math.inf  # monotonic: when to answer the province's hello (reports.py)
     reported_storage: tuple[bool, bool] | None = None  # (over limit, storage fault) as the last status said

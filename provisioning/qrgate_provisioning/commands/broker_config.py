@@ -73,6 +73,8 @@ def add_parser(subparsers: Subcommands) -> None:
     province.add_argument("--operator", action="append", default=[], metavar="CN", help="an operator (repeatable)")
     province.add_argument("--issuer", action="append", default=[], metavar="CN",
                           help="a trust-list issuer (repeatable)")
+    province.add_argument("--service", action="append", default=[], metavar="CN",
+                          help="the province's operations service, qrgate-province (repeatable)")
     province.add_argument("--max-queued-messages", type=int, default=1_000_000)
     _add_common_arguments(province)
     province.set_defaults(run=run_province)
@@ -117,6 +119,7 @@ def run_province(args: argparse.Namespace) -> int:
     province = ProvincialBroker(
         listener_tls=TlsFiles(args.ca_file, args.cert_file, args.key_file), sites=sites,
         consumers=tuple(args.consumer), operators=tuple(args.operator), issuers=tuple(args.issuer),
+        services=tuple(args.service),
         port=args.port, bind_address=args.bind_address, acl_file=args.acl_file,
         persistence_dir=args.persistence_dir, log_file=args.log_file, run_as_user=args.run_as_user,
         autosave_changes=args.autosave_changes, max_queued_messages=args.max_queued_messages,
