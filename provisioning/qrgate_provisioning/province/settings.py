@@ -64,11 +64,12 @@ class AlertLimits(_Section):
 class WebSettings(_Section):
     bind: str = Field("127.0.0.1", description="Address the dashboard listens on (put a TLS proxy in front).")
     port: int = Field(8080, ge=1, le=65535, description="Its port.")
-    secret_key_file: Path = Field(Path("/var/lib/qrgate-province/session.key"),
-                                  description="Key that signs session cookies; made (0600) at first start if absent.")
     session_max_age_s: int = Field(8 * 3600, ge=60, le=30 * 86400, description="A log-in lasts this long.")
     secure_cookies: bool = Field(True, description="Send cookies only over HTTPS (off only for a loopback test).")
     language: str = Field("vi", pattern=r"^(vi|en)$", description="Default language of the pages: vi or en.")
+    metrics_token_file: Path | None = Field(
+        None, description="File holding the bearer token Prometheus must send for /metrics (its "
+                          "authorization.credentials_file); unset: /metrics is open and must be firewalled.")
 
 
 class ReportSettings(_Section):
