@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import psycopg
 
 # Rooms with tables, in the order their schemas run (a later one may reference an earlier one's table).
-SCHEMA_ROOMS = ("registry", "presence", "accounts", "report_store")
+SCHEMA_ROOMS = ("registry", "presence", "accounts", "report_store", "trace", "export", "retention")
 _MIGRATION_LOCK = 0x71726761  # "qrga": pg_advisory_xact_lock key of the migration
 
 

@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from qrgate.config_file import validate_toml
 from qrgate.errors import ConfigError
 
+from .export_settings import ExportSettings, RetentionSettings
+
 PositiveSeconds = Annotated[float, Field(gt=0, le=7 * 86400)]
 
 
@@ -89,6 +91,9 @@ class ProvinceConfig(_Section):
     alerts: AlertLimits = Field(default_factory=AlertLimits, description="When the dashboard raises an alert.")
     web: WebSettings = Field(default_factory=WebSettings, description="The dashboard.")
     report: ReportSettings = Field(default_factory=ReportSettings, description="The daily report.")
+    export: ExportSettings = Field(default_factory=ExportSettings,
+                                   description="The export to the national system (no endpoint: no export).")
+    retention: RetentionSettings = Field(default_factory=RetentionSettings, description="How long check-ins are kept.")
 
 
 def parse_province_config(text: str, source: str = "<province.toml>") -> ProvinceConfig:
