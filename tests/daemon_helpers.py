@@ -18,10 +18,10 @@ def write_trust_anchors(trust: Path) -> IssuerKey:
 
 def write_daemon_config(
     path: Path, *, device_id: str, site_id: str, camera: str, trust: Path, outbox: Path, port: int,
-    reconnect_min_s: float = 0.05, mqtt_extra: str = "", service: str = "",
+    reconnect_min_s: float = 0.05, mqtt_extra: str = "", service: str = "", remote: str = "",
 ) -> Path:
     """A gate config at ``path``: the synthetic camera at 60 fps, mock pins, plain MQTT to loopback
-    ``port``. ``camera``, ``mqtt_extra`` and ``service`` are further TOML lines for those tables."""
+    ``port``. ``camera``, ``mqtt_extra``, ``service`` and ``remote`` are further TOML lines for those tables."""
     path.write_text(f"""
 [device]
 id = "{device_id}"
@@ -52,5 +52,8 @@ reconnect_max_s = 0.5
 
 [service]
 {service}
+
+[remote]
+{remote}
 """)
     return path

@@ -124,12 +124,18 @@ def test_the_site_configuration_carries_the_bridge_and_listener_settings_the_des
         f"notification_topic qrgate/v1/site/{SITE}/bridge", "bridge_insecure false",
         "bridge_certfile /etc/mosquitto/certs/bridge.pem", "log_dest stderr", "user mosquitto",
         "topic qrgate/v1/device/+/checkin out 1", "topic qrgate/v1/device/+/ack in 1",
+        "topic qrgate/v1/device/+/command in 1", "topic qrgate/v1/device/+/response out 1",
         "topic qrgate/v1/province/# in 1",
     ):
         assert line in text.splitlines(), line
     assert "$" not in text  # every placeholder filled
     acl = render_site_acl(site_params(readers=("checkin-log",)))
-    assert "pattern readwrite qrgate/v1/device/%u/#" in acl.splitlines()
+    assert "pattern read qrgate/v1/device/%u/#" in acl.splitlines()
+    # A gate writes what it says, never its own ack or command topic (only the province writes those).
+    assert [line for line in acl.splitlines() if line.startswith("pattern write")] == [
+        f"pattern write qrgate/v1/device/%u/{leaf}" for leaf in ("checkin", "status", "available", "telemetry",
+                                                                  "response")]
+    assert "readwrite" not in acl and "/command" not in acl and "/ack" not in acl
     assert user_blocks(acl) == {"checkin-log": [
         "topic deny qrgate/v1/device/checkin-log/#", "topic read qrgate/v1/device/+/checkin",
         "topic read qrgate/v1/device/+/status", "topic read qrgate/v1/device/+/available",
@@ -142,16 +148,23 @@ def test_the_provincial_acl_confines_each_site_bridge_to_its_own_gates() -> None
                                 consumers=("backend",), operators=("operator",), issuers=("issuer",))
     acl = render_provincial_acl(province)
     blocks = user_blocks(acl)
+    def gate_grants(gate: str) -> list[str]:
+        return [f"topic read qrgate/v1/device/{gate}/#", *(f"topic write qrgate/v1/device/{gate}/{leaf}" for leaf in
+                                                           ("checkin", "status", "available", "telemetry", "response"))]
+
     assert blocks[f"site-{SITE}"] == [
         f"topic deny qrgate/v1/device/site-{SITE}/#", f"topic write qrgate/v1/site/{SITE}/bridge",
-        "topic readwrite qrgate/v1/device/gate-a/#", "topic readwrite qrgate/v1/device/gate-b/#",
+        *gate_grants("gate-a"), *gate_grants("gate-b"),
     ]
-    assert blocks["site-market-2"][2:] == [f"topic readwrite qrgate/v1/device/{OTHER_SITE_GATE}/#"]
+    assert blocks["site-market-2"][2:] == gate_grants(OTHER_SITE_GATE)
     for user in ("backend", "operator", "issuer"):
         assert blocks[user][0] == f"topic deny qrgate/v1/device/{user}/#"
     assert "topic write qrgate/v1/device/+/ack" in blocks["backend"]
     assert blocks["issuer"][1:] == ["topic readwrite qrgate/v1/province/#"]
-    assert "pattern readwrite qrgate/v1/device/%u/#" in acl
+    assert "pattern read qrgate/v1/device/%u/#" in acl and "pattern write qrgate/v1/device/%u/response" in acl
+    # Only operators write command topics.
+    assert [line for line in acl.splitlines() if "/command" in line and not line.startswith("#")] == [
+        "topic write qrgate/v1/device/+/command"]
     assert "listener 8883 0.0.0.0" in render_provincial_broker(province)
 
 

@@ -312,6 +312,20 @@ class ServiceConfig(_Section):
         "info", description="Log level (logs never contain personal data).")
 
 
+class RemoteConfig(_Section):
+    operator_keys: str | None = Field(
+        None,
+        description="JSON file of the operator public keys whose signed commands this gate obeys (status, "
+        "self_test, reload_trust, flush_outbox, set_log_level, restart; docs/mqtt.md); unset: commands are off and "
+        "the command topic is not subscribed.",
+    )
+    nonces_path: str = Field(
+        "/var/lib/qrgate/command-nonces.sqlite",
+        description="SQLite file of the nonces of accepted commands, kept until each expires, so a replay is "
+        "refused even after a restart.",
+    )
+
+
 class GateConfig(_Section):
     """The whole device configuration (one TOML file)."""
 
@@ -328,6 +342,8 @@ class GateConfig(_Section):
     cccd: CccdConfig = Field(default_factory=CccdConfig, description="Chip citizen ID cards for people without a "
                                                                      "signed pass.")
     service: ServiceConfig = Field(default_factory=ServiceConfig, description="Daemon housekeeping.")
+    remote: RemoteConfig = Field(default_factory=RemoteConfig, description="Signed commands from the province's "
+                                                                       "operators.")
 
     @model_validator(mode="after")
     def _static_scene_still_decoded(self) -> GateConfig:

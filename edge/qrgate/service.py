@@ -38,8 +38,12 @@ from .passes.cccd import CccdPolicy
 from .passes.signed_list import ListType
 from .passes.trust import TrustStore
 from .passes.verifier import PassVerifier
+from .remote.auth import CommandAuthenticator, OperatorKeys
+from .remote.dispatch import CommandHandler
+from .remote.nonces import NonceStore
+from .remote.target import EX_TEMPFAIL, ServiceCommands
 from .rules.policy import RuleSet, RuleSetError, builtin_rule_set, load_rule_set
-from .trust_updates import TrustUpdates
+from .trust_updates import Acceptance, TrustUpdates
 from .uplink import Uplink
 from .uplink.reports import CounterRate
 
@@ -100,6 +104,7 @@ class GateService:
             self._closers.append(self.outbox.close)
             self.feedback = GateFeedback.from_config(config.feedback, pin_factory)
             self._closers.append(self.feedback.close)
+            self.commands = self._build_commands()  # their actions run only after everything below is built
             self.uplink = self._build_uplink() if config.mqtt.enabled else None
             self.source = source if source is not None else build_frame_source(config.camera)
             self._closers.append(self.source.close)
@@ -115,6 +120,8 @@ class GateService:
             raise
         self._stop = threading.Event()
         self.stopped_by_eof = False
+        self.exit_status = 0  # what `qrgate run` exits with: EX_TEMPFAIL after an operator's restart command
+        self._drop_lock = threading.Lock()  # the drop directory's poll and the reload_trust command, one at a time
         # Identifies the configuration in force on the status topic: the fleet can spot a gate that missed a change.
         self.config_hash = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
         self._drop_thread: threading.Thread | None = None
@@ -151,6 +158,20 @@ class GateService:
             clock_policy=config.clock.unsynchronised_policy,
         )
 
+    def _build_commands(self) -> CommandHandler | None:
+        """The operators' commands (remote.operator_keys set): their keys, the nonce file, this service as target."""
+        remote = self.config.remote
+        if not remote.operator_keys:
+            return None
+        if not self.config.mqtt.enabled:
+            log.warning("remote.operator_keys is set but mqtt.enabled is false: no command can arrive")
+            return None
+        keys = OperatorKeys.load(remote.operator_keys)
+        nonces = NonceStore(remote.nonces_path)
+        self._closers.append(nonces.close)
+        log.info("commands on: %d operator key(s) from %s", len(keys.keys), remote.operator_keys)
+        return CommandHandler(CommandAuthenticator(self.config.device.id, keys, nonces), ServiceCommands(self))
+
     def _build_uplink(self) -> Uplink:
         return Uplink(
             self.outbox,
@@ -158,10 +179,20 @@ class GateService:
             device_id=self.config.device.id,
             software_version=__version__,
             subscriptions=self._list_subscriptions(),
-            status_details=self._status_details,
+            status_details=self.status_details,
             telemetry_interval_s=self.config.service.telemetry_interval_s or None,
             telemetry_details=self._telemetry_details,
+            commands=self.commands.handle if self.commands is not None else None,
+            on_command_answered=self._command_answered,
         )
+
+    def _command_answered(self, response: wire.CommandResponse) -> None:
+        """A restart's answer is on its way (the uplink publishes it before its goodbye): stop, and exit so that
+        systemd starts the daemon again (Restart=on-failure; the daemon never re-executes itself)."""
+        if response.command == "restart" and response.outcome == "done":
+            log.warning("restart ordered by an operator: stopping, exit status %d", EX_TEMPFAIL)
+            self.exit_status = EX_TEMPFAIL
+            self.request_stop()
 
     def _telemetry_details(self) -> dict[str, object]:
         """The gate's own counters for the periodic telemetry (the uplink adds link and outbox health)."""
@@ -199,7 +230,7 @@ class GateService:
                 wire.REVOCATION_TOPIC: offer_as(ListType.REVOCATION),
                 wire.RULE_SET_TOPIC: offer_as(ListType.RULE_SET)}
 
-    def _status_details(self) -> dict[str, object]:
+    def status_details(self) -> dict[str, object]:
         """What the retained status message says beyond the uplink's own counters."""
         device = self.config.device
         details: dict[str, object] = {"config_hash": self.config_hash, "clock_synced": self.clock.synchronised(),
@@ -220,7 +251,7 @@ class GateService:
             self.uplink.start()
         if self.trust_updates is not None and self.config.trust.drop_dir:
             self._drop_thread = threading.Thread(target=self._watch_drop_dir, name="qrgate-trust-drop", daemon=True,
-                                                 args=(self.trust_updates, Path(self.config.trust.drop_dir)))
+                                                 args=(Path(self.config.trust.drop_dir),))
             self._drop_thread.start()
         try:
             self._capture_loop()
@@ -280,7 +311,7 @@ class GateService:
                 notifier.status(self.status_line())
                 next_status = now + config.status_interval_s
 
-    def _watch_drop_dir(self, updates: TrustUpdates, drop_dir: Path) -> None:
+    def _watch_drop_dir(self, drop_dir: Path) -> None:
         """Offer list files dropped by a technician (or a sync job at a site without network)."""
         try:
             drop_dir.mkdir(parents=True, exist_ok=True)
@@ -288,9 +319,17 @@ class GateService:
             log.error("trust drop directory %s unusable: %s", drop_dir, exc)
             return
         while True:
-            updates.import_directory(drop_dir, time.time())
+            self.import_trust_drop()
             if self._stop.wait(self.config.trust.drop_poll_s):
                 return
+
+    def import_trust_drop(self) -> list[tuple[Path, Acceptance]]:
+        """Offer the drop directory's list files now: its poll, and an operator's reload_trust command."""
+        drop_dir = self.config.trust.drop_dir
+        if self.trust_updates is None or not drop_dir:
+            return []
+        with self._drop_lock:  # two importers would rename or delete each other's files mid-offer
+            return self.trust_updates.import_directory(Path(drop_dir), time.time())
 
     def _recover_camera(self, exc: FrameSourceError, failures: int) -> None:
         """Free the failed camera, then reopen it with backoff (0.5 s x 2^failures, at most 30 s) until it is back

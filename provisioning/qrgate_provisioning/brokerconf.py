@@ -7,7 +7,8 @@ writes ``mosquitto.conf`` plus ``qrgate.acl`` into a directory. Nothing here is 
 broker: a change is a new render, which the tests start with the real mosquitto.
 
 Why the ACLs look as they do is written in the templates and in docs/mqtt.md ("Broker
-configurations"); in short: gates are confined by ``pattern`` lines to ``qrgate/v1/device/<CN>/#``;
+configurations"); in short: gates are confined by ``pattern`` lines to ``qrgate/v1/device/<CN>/#``,
+where they read everything and write only what they say (never their own ack or command topic);
 a site's bridge may act only for the gates listed for that site; every role user is denied the
 device subtree named after itself, since pattern lines apply to every user.
 
@@ -50,6 +51,16 @@ BRIDGE_PROTOCOLS = ("mqttv311", "mqttv50")
 DEVICE_TREE = f"{wire.TOPIC_ROOT}/device"
 PROVINCE_TREE = f"{wire.TOPIC_ROOT}/province"
 SITE_TREE = f"{wire.TOPIC_ROOT}/site"
+# What a gate writes, each in its own subtree: all it may write. Its ack and command topics are in that subtree
+# too, but only the consumer and the operators write those (a gate commanding itself would defeat the ACL's point).
+GATE_WRITES = (wire.checkin_topic, wire.status_topic, wire.availability_topic, wire.telemetry_topic,
+               wire.command_response_topic)
+
+
+def gate_rules(device: str, kind: str = "topic") -> list[str]:
+    """ACL lines for one gate's subtree: read all of it, write only what the gate says (GATE_WRITES). ``device`` is
+    a device id, or ``%u`` with ``kind`` "pattern" (every certificate CN, on a broker's gates' listener)."""
+    return [f"{kind} read {DEVICE_TREE}/{device}/#", *(f"{kind} write {topic(device)}" for topic in GATE_WRITES)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +251,7 @@ def render_site_acl(site: SiteBroker) -> str:
         )
         for reader in site.readers
     ]
-    return _render("site-broker.acl.in", readers="".join(blocks))
+    return _render("site-broker.acl.in", gate_rules="\n".join(gate_rules("%u", "pattern")), readers="".join(blocks))
 
 
 def render_provincial_broker(province: ProvincialBroker) -> str:
@@ -254,8 +265,9 @@ def render_provincial_acl(province: ProvincialBroker) -> str:
     for site_id, devices in province.sites.items():
         grants = [f"topic write {bridge_notification_topic(site_id)}"]
         # Per gate, not a wildcard: a site broker (or its stolen certificate) can then speak and
-        # receive acks only for its own gates, whatever topics its bridge maps.
-        grants += [f"topic readwrite {DEVICE_TREE}/{device_id}/#" for device_id in devices]
+        # receive acks and commands only for its own gates, whatever topics its bridge maps; and it writes
+        # what its gates say, never their ack or command topics (only consumers and operators write those).
+        grants += [rule for device_id in devices for rule in gate_rules(device_id)]
         site_blocks.append(_user_block(
             bridge_user(site_id), f"The bridge of site {site_id}: only that site's {len(devices)} gate(s).", grants
         ))
@@ -290,7 +302,7 @@ def render_provincial_acl(province: ProvincialBroker) -> str:
         for name in province.services
     ]
     return _render(
-        "provincial-broker.acl.in",
+        "provincial-broker.acl.in", gate_rules="\n".join(gate_rules("%u", "pattern")),
         site_bridges="".join(site_blocks), consumers="".join(consumers),
         operators="".join(operators), issuers="".join(issuers), services="".join(services),
     )

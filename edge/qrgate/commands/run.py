@@ -54,4 +54,4 @@ def run(args: argparse.Namespace) -> int:
     except QrgateError as exc:
         print(f"qrgate: stopped: {exc}", file=sys.stderr)
         return 1
-    return 0
+    return service.exit_status  # EX_TEMPFAIL after an operator's restart: systemd starts it again

@@ -11,6 +11,7 @@ The rooms:
 - ``health``: stats and counters, and the cached pending count.
 - ``reports``: the status and telemetry payloads, and the answer to the province's hello.
 - ``inbound``: province-wide messages handed to their handlers on a thread of ours.
+- ``commands``: the operators' commands run on a thread of ours, their answers published by the publisher.
 - ``tls``: TLS settings.
 """
 

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from .. import wire
 from ..outbox import PendingEvent
+from .commands import CommandAnswer
 from .health import UplinkHealth
 from .pacing import RefusalPause
 from .reports import Reporter
@@ -88,7 +89,7 @@ class Connection:
 
     def __init__(self, endpoint: Endpoint, topics: Topics, *, recorder: FactRecorder, stopping: Stopping,
                  health: UplinkHealth, schedule: Schedule, reporter: Reporter, pause: RefusalPause,
-                 province_topics: list[str]) -> None:
+                 province_topics: list[str], commands: bool = False, flush: threading.Event | None = None) -> None:
         self._endpoint = endpoint
         self._topics = topics
         self._recorder = recorder
@@ -97,10 +98,12 @@ class Connection:
         self._schedule = schedule
         self._reporter = reporter
         self._pause = pause
+        self._flush = flush or threading.Event()  # Uplink.flush_now(): publish now, whatever the refusal pause says
         # The hello at QoS 0: a gate that is away needs no queued hellos (its birth says everything anyway).
         self._subscriptions = [(topic, wire.QOS) for topic in province_topics]
         self._subscriptions += [(topics.ack, wire.QOS)] if schedule.end_to_end else []
         self._subscriptions.append((wire.PROVINCE_HELLO_TOPIC, 0))
+        self._subscriptions += [(topics.command, wire.QOS)] if commands else []
 
     @property
     def _where(self) -> str:
@@ -110,7 +113,7 @@ class Connection:
         """One connection, from connect to its end; True if it stayed up long enough to reset the backoff."""
         endpoint = self._endpoint
         client = self._new_client()
-        self._recorder.facts.clear()
+        self._discard_facts()
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho: no annotations
         if endpoint.session_expiry_s:
             properties.SessionExpiryInterval = endpoint.session_expiry_s
@@ -172,6 +175,9 @@ class Connection:
                         self._health.note_error(f"no CONNACK from {self._where} within {CONNECT_TIMEOUT_S:.0f} s")
                     return
                 continue
+            if self._flush.is_set():
+                self._flush.clear()
+                self._pause.lift()
             more = False
             if not self._pause.paused(now):
                 more = self._schedule.publish(session.progress, send, now)
@@ -216,6 +222,9 @@ class Connection:
             if session.connected_at is not None and not session.leaving:
                 self._reporter.hello(session, fact.payload, now)
             return
+        if isinstance(fact, CommandAnswer):
+            self._answer_command(session, fact)
+            return
         if fact.client is not session.client:
             return  # from a client this thread has already abandoned
         if isinstance(fact, Puback):
@@ -227,6 +236,34 @@ class Connection:
             self._on_connected(session, now)
         else:
             self._on_disconnected(session, fact)
+
+    def _answer_command(self, session: Session, answer: CommandAnswer) -> None:
+        """Publish a command's answer on this connection (also while leaving: a restart's answer goes out before
+        the goodbye's DISCONNECT), with the request's correlation data; without a connection, drop it."""
+        if session.connected_at is None or session.closed:
+            self._health.count_command("dropped")
+            log.warning("answer to command %s (%s) dropped: not connected", answer.command, answer.outcome)
+            return
+        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho: no annotations
+        if answer.correlation_data is not None:
+            properties.CorrelationData = answer.correlation_data
+        info = session.client.publish(answer.topic, answer.payload, qos=wire.QOS, properties=properties)
+        if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            session.control_mids.add(info.mid)
+            self._health.count_command("answered")
+        else:
+            self._health.count_command("dropped")
+            log.warning("answer to command %s (%s) dropped: %s", answer.command, answer.outcome,
+                        mqtt.error_string(info.rc))
+
+    def _discard_facts(self) -> None:
+        """A new connection starts without the last one's facts; a command's answer among them is dropped, said."""
+        facts = self._recorder.facts
+        while facts:
+            fact = facts.popleft()
+            if isinstance(fact, CommandAnswer):
+                self._health.count_command("dropped")
+                log.warning("answer to command %s (%s) dropped: the connection was lost", fact.command, fact.outcome)
 
     def _handle_puback(self, session: Session, fact: Puback, found: Acknowledged, now: float) -> None:
         flight = session.progress.inflight.pop(fact.mid, None)
@@ -267,8 +304,10 @@ class Connection:
         self._health.set_connected(True)
         log.info("MQTT connected to %s as %s", self._where, self._endpoint.client_id)
         self._schedule.begin(session.progress)
-        session.control_mids.update(self._reporter.presence(session, wire.ONLINE))
+        # Subscribe before the birth: the broker handles a connection's packets in order, so whoever sees this
+        # gate 'online' may send it a command at once (the subscription is in place).
         session.client.subscribe(self._subscriptions)
+        session.control_mids.update(self._reporter.presence(session, wire.ONLINE))
         self._reporter.first_telemetry(session, now)
 
     def _goodbye(self, session: Session) -> None:

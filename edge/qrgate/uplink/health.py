@@ -42,6 +42,9 @@ class UplinkStats:
     hellos_answered: int = 0  # the province's hellos answered with status and telemetry (reports.py)
     hellos_ignored: int = 0  # valid hellos not answered: within the rate limit of the previous answer
     hellos_malformed: int = 0  # messages on the hello topic that were not a ProvinceHello
+    commands_received: int = 0  # messages on the command topic queued for the command runner (commands.py)
+    commands_answered: int = 0  # answers published (refusals included: every command is answered)
+    commands_dropped: int = 0  # commands or answers dropped: the runner's queue full, or no connection to answer on
 
 
 class PendingCount:
@@ -102,10 +105,17 @@ class UplinkHealth:
         self._last_error: str | None = None
         self._last_refusal: str | None = None
         self._hellos = {"answered": 0, "ignored": 0, "malformed": 0}
+        self._commands = {"received": 0, "answered": 0, "dropped": 0}
 
     @property
     def awaiting_ack(self) -> int:
         return self._awaiting_ack
+
+    @property
+    def connected(self) -> bool:
+        """The link state alone (no pending count, so no SQL)."""
+        with self._lock:
+            return self._connected
 
     def set_awaiting_ack(self, count: int) -> None:
         with self._lock:
@@ -149,6 +159,10 @@ class UplinkHealth:
         with self._lock:
             self._hellos[outcome] += 1
 
+    def count_command(self, what: Literal["received", "answered", "dropped"]) -> None:
+        with self._lock:
+            self._commands[what] += 1
+
     def counters(self) -> dict[str, object]:
         """The counters and latest problems, for telemetry."""
         with self._lock:
@@ -170,6 +184,9 @@ class UplinkHealth:
                 hellos_answered=self._hellos["answered"],
                 hellos_ignored=self._hellos["ignored"],
                 hellos_malformed=self._hellos["malformed"],
+                commands_received=self._commands["received"],
+                commands_answered=self._commands["answered"],
+                commands_dropped=self._commands["dropped"],
             )
         # Read after the counters: a delivery they include has already marked the count changed.
         return dataclasses.replace(stats, pending=self.pending.read())

@@ -3,7 +3,9 @@
 Threads. paho's network loop runs on its own thread and only records facts (session.py). One publisher thread of
 ours does everything else: connects (connection.py), reads the outbox, publishes (schedule.py), records deliveries,
 backs off, reports (reports.py). A dispatcher thread hands province-wide messages to their handlers (inbound.py).
-The caller's thread only sets an Event (``wake``) and reads a snapshot (``stats``, without SQL: health.py).
+With a command handler, a runner thread carries out the operators' commands and hands each answer back to the
+publisher thread as a fact (commands.py). The caller's thread only sets an Event (``wake``, ``flush_now``) and reads
+a snapshot (``stats``, without SQL: health.py).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable, Mapping
 from ..config import MqttConfig
 from ..errors import OutboxError, UplinkError
 from ..outbox import Outbox
+from .commands import AnsweredHook, CommandAnswer, CommandHandle, CommandRunner
 from .connection import CONNECT_TIMEOUT_S, GOODBYE_TIMEOUT_S, Connection, Endpoint, Stopping
 from .health import UplinkHealth, UplinkStats
 from .inbound import Handler, InboundDispatcher
@@ -41,6 +44,9 @@ class Uplink:
     client, unless ``config.client_id`` says otherwise), ``subscriptions`` (province-wide topic -> handler), what
     the status and telemetry add (``status_details``, ``telemetry_details``), ``telemetry_interval_s`` (the
     service's; None sends no telemetry), and ``on_state``, called with the stats when the link goes up or down.
+    ``commands`` (``CommandHandler.handle``) turns on the operators' commands: ``wire.command_topic(device_id)`` is
+    subscribed and each command answered (commands.py); ``on_command_answered`` is called with each answer once it
+    is handed to the publisher (the service restarts after a restart's answer).
     """
 
     def __init__(
@@ -55,6 +61,8 @@ class Uplink:
         telemetry_interval_s: float | None = None,
         telemetry_details: Details | None = None,
         on_state: Callable[[UplinkStats], None] | None = None,
+        commands: CommandHandle | None = None,
+        on_command_answered: AnsweredHook | None = None,
     ) -> None:
         if not device_id or any(c in device_id for c in "/+#"):
             raise UplinkError(f"device id {device_id!r} cannot be an MQTT topic level")
@@ -74,6 +82,7 @@ class Uplink:
         )
         topics = Topics.of(device_id)
         self._kick = threading.Event()  # wake(), stop() and paho's facts: the publisher has something to do
+        self._flush = threading.Event()  # flush_now(): connect and publish now, without the back-off or the pause
         self._stopping = Stopping()
         self._rng = random.Random()
         self._health = UplinkHealth(outbox, end_to_end=config.end_to_end_ack, on_state=on_state)
@@ -85,12 +94,19 @@ class Uplink:
             status_details=status_details, telemetry_details=telemetry_details,
             hello_jitter_s=config.hello_jitter_s, rng=self._rng,
         )
+        self._pause = RefusalPause(config.reconnect_min_s, config.reconnect_max_s, self._rng)
+        self._commands: CommandRunner | None = None
+        if commands is not None:
+            self._commands = CommandRunner(commands, device_id=device_id, deliver=self._answer, health=self._health,
+                                           on_answered=on_command_answered)
         recorder = FactRecorder(self._kick, ack_topic=topics.ack, end_to_end=config.end_to_end_ack,
-                                inbound=self._inbound.offer)
+                                inbound=self._inbound.offer, command_topic=topics.command,
+                                commands=self._commands.offer if self._commands is not None else None)
+        self._recorder = recorder
         self._connection = Connection(
             endpoint, topics, recorder=recorder, stopping=self._stopping, health=self._health, schedule=schedule,
-            reporter=self._reporter, pause=RefusalPause(config.reconnect_min_s, config.reconnect_max_s, self._rng),
-            province_topics=self._inbound.topics,
+            reporter=self._reporter, pause=self._pause, province_topics=self._inbound.topics,
+            commands=commands is not None, flush=self._flush,
         )
         self._thread: threading.Thread | None = None
 
@@ -104,6 +120,8 @@ class Uplink:
         self._thread = threading.Thread(target=self._run, name="qrgate-uplink", daemon=True)
         self._thread.start()
         self._inbound.start()
+        if self._commands is not None:
+            self._commands.start()
 
     def wake(self) -> None:
         """Tell the publisher an event was appended (cheap: no SQL; the gate calls it after each append)."""
@@ -126,10 +144,28 @@ class Uplink:
             log.warning("MQTT uplink did not stop within %.1f s", flush_timeout_s)
         self._thread = None
         self._inbound.stop(GOODBYE_TIMEOUT_S)
+        if self._commands is not None:
+            self._commands.stop(GOODBYE_TIMEOUT_S)
+
+    def flush_now(self) -> None:
+        """Publish what is pending now: reconnect without waiting out the back-off, and end a pause after refusals
+        (an operator's flush_outbox). The backlog's rate limit still holds."""
+        self._flush.set()
+        self._kick.set()
 
     @property
     def stats(self) -> UplinkStats:
         return self._health.snapshot()
+
+    def _answer(self, answer: CommandAnswer) -> None:
+        """The command runner's thread: the answer becomes a fact for the publisher thread, or is dropped at once
+        without a connection (the next connection would discard it anyway)."""
+        if not self._health.connected:
+            self._health.count_command("dropped")
+            log.warning("answer to command %s (%s) dropped: not connected", answer.command, answer.outcome)
+            return
+        self._recorder.facts.append(answer)
+        self._kick.set()
 
     def __enter__(self) -> Uplink:
         self.start()
@@ -166,7 +202,10 @@ class Uplink:
         deadline = time.monotonic() + delay
         while not self._stopping.is_set():
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or self._flush.is_set():
+                if self._flush.is_set():  # one attempt now, once: a broker that stays down gets the back-off again
+                    self._flush.clear()
+                    self._pause.lift()
                 return
             if self._kick.wait(left):
                 self._kick.clear()

@@ -78,3 +78,7 @@ class RefusalPause:
 
     def accepted(self) -> None:
         self._in_a_row = 0
+
+    def lift(self) -> None:
+        """Publish again now (an operator's flush): the run of refusals is kept, so a new refusal pauses longer."""
+        self.until = 0.0

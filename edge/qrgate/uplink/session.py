@@ -1,10 +1,11 @@
 """One connection's state, and the facts paho's network thread records for the publisher thread.
 
 paho's network loop runs on its own thread (``loop_start``), and its callbacks only record facts (CONNACK, PUBACK,
-disconnect, a consumer's acknowledgement) in a deque and set the publisher's Event. The publisher thread acts on
-them: paho is therefore never called from inside its own callbacks, and a slow SQLite commit never stalls the
-network loop. Acknowledgements are facts rather than inbound messages because none may be dropped, and they are
-recorded in the same round as PUBACKs and change what is published next.
+disconnect, a consumer's acknowledgement) in a deque and set the publisher's Event; the command runner's answers
+(commands.py) arrive in the same deque. The publisher thread acts on them: paho is therefore never called from
+inside its own callbacks, and a slow SQLite commit never stalls the network loop. Acknowledgements are facts rather
+than inbound messages because none may be dropped, and they are recorded in the same round as PUBACKs and change
+what is published next.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
 from .. import wire
+from .commands import CommandAnswer, CommandRequest, request_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,11 +32,12 @@ class Topics:
     status: str
     telemetry: str
     ack: str
+    command: str
 
     @classmethod
     def of(cls, device_id: str) -> Topics:
         return cls(wire.checkin_topic(device_id), wire.availability_topic(device_id), wire.status_topic(device_id),
-                   wire.telemetry_topic(device_id), wire.ack_topic(device_id))
+                   wire.telemetry_topic(device_id), wire.ack_topic(device_id), wire.command_topic(device_id))
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +71,7 @@ class Hello:
     payload: bytes
 
 
-Fact = Connack | Disconnected | Puback | ConsumerAck | Hello
+Fact = Connack | Disconnected | Puback | ConsumerAck | Hello | CommandAnswer
 
 
 class FactRecorder:
@@ -77,17 +80,22 @@ class FactRecorder:
     Province-wide messages go to ``inbound`` instead (its own bounded queue and thread), except the province's
     hello, a fact because the publisher thread answers it on its own connection; the consumer's
     acknowledgements on ``ack_topic`` become facts when end-to-end acknowledgements are on, and are otherwise a
-    left-over subscription of the persistent session that nothing waits for.
+    left-over subscription of the persistent session that nothing waits for. Messages on ``command_topic`` go to
+    ``commands`` (the CommandRunner's queue, commands.py) with their MQTT 5 properties; without it (commands off,
+    a subscription left in the persistent session) they are ignored, never queued beside the province's lists.
     """
 
     def __init__(self, kick: threading.Event, *, ack_topic: str, end_to_end: bool,
-                 inbound: Callable[[str, bytes], None]) -> None:
+                 inbound: Callable[[str, bytes], None], command_topic: str | None = None,
+                 commands: Callable[[CommandRequest], None] | None = None) -> None:
         self.facts: collections.deque[Fact] = collections.deque()
         self.kick = kick
         self.first_error: tuple[mqtt.Client | None, str] = (None, "")  # paho's first ERR log line of a client
         self._ack_topic = ack_topic
         self._end_to_end = end_to_end
         self._inbound = inbound
+        self._command_topic = command_topic
+        self._commands = commands
 
     def attach(self, client: mqtt.Client) -> None:
         client.on_connect = self.on_connect
@@ -124,6 +132,10 @@ class FactRecorder:
         if message.topic == wire.PROVINCE_HELLO_TOPIC:
             self.facts.append(Hello(bytes(message.payload)))
             self.kick.set()
+            return
+        if message.topic == self._command_topic:
+            if self._commands is not None:
+                self._commands(request_of(bytes(message.payload), getattr(message, "properties", None)))
             return
         self._inbound(message.topic, bytes(message.payload))
 

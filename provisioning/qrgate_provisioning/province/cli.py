@@ -6,6 +6,12 @@
     report --day D                  the daily report of a day (CSV, PDF, page, retained MQTT message)
     user add|list|passwd            people who log in to the dashboard, and their roles
     audit                           the audit log (who did what, when)
+    trace (--pass|--subject) ID     every visit of a pass and who else was there within ±N minutes (tracer; audited)
+    export [--once]                 push check-ins to the national system over HTTPS, resumable, never twice as new
+    purge [--days N]                delete check-ins older than the retention period, and say what was deleted
+    command DEVICE NAME             a signed command to one gate, answered with its outcome (operator; audited)
+    command-key new FILE --kid ID   an operator signing key, made here; prints the entry gates install
+    simulate --gates N              a load generator: N simulated gates on a real broker (docs/scale.md)
 
 argparse with one module per subcommand under ``qrgate_provisioning.province.commands``, imported lazily, as the
 other qrgate commands. Exit codes: 0 done; 1 failed with the reason on stderr; 2 usage error.
@@ -26,7 +32,8 @@ from .commands import EXIT_FAILED, PROG
 
 # subcommand name -> module under qrgate_provisioning.province.commands, in the order --help lists them
 SUBCOMMANDS = {"registry": "registry", "serve": "serve", "fleet": "fleet", "report": "report", "user": "user",
-               "audit": "audit"}
+               "audit": "audit", "trace": "trace", "export": "export", "purge": "purge", "command": "command",
+               "command-key": "command_key", "simulate": "simulate"}
 
 
 def build_parser() -> argparse.ArgumentParser:
