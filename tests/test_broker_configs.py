@@ -125,10 +125,15 @@ def test_the_site_configuration_carries_the_bridge_and_listener_settings_the_des
         "bridge_certfile /etc/mosquitto/certs/bridge.pem", "log_dest stderr", "user mosquitto",
         "topic qrgate/v1/device/+/checkin out 1", "topic qrgate/v1/device/+/ack in 1",
         "topic qrgate/v1/device/+/command in 1", "topic qrgate/v1/device/+/response out 1",
-        "topic qrgate/v1/province/# in 1",
+        "topic qrgate/v1/province/trust-list in 1", "topic qrgate/v1/province/revocation in 1",
+        "topic qrgate/v1/province/rules in 1", "topic qrgate/v1/province/hello in 0",
     ):
         assert line in text.splitlines(), line
     assert "$" not in text  # every placeholder filled
+    # What crosses into the site: exactly the province-wide topics a gate subscribes to, never the daily report.
+    brought_in = {line.split()[1] for line in text.splitlines()
+                  if line.startswith("topic qrgate/v1/province/") and line.split()[2] == "in"}
+    assert brought_in == {wire.TRUST_LIST_TOPIC, wire.REVOCATION_TOPIC, wire.RULE_SET_TOPIC, wire.PROVINCE_HELLO_TOPIC}
     acl = render_site_acl(site_params(readers=("checkin-log",)))
     assert "pattern read qrgate/v1/device/%u/#" in acl.splitlines()
     # A gate writes what it says, never its own ack or command topic (only the province writes those).
