@@ -9,10 +9,10 @@ Exit codes: 0 success, 1 a negative result (rejected pass, invalid config), 2 us
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
 from . import __version__
+from .commands import build_command_line
 
 # subcommand name -> module under qrgate.commands
 SUBCOMMANDS = {
@@ -28,16 +28,10 @@ SUBCOMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="qrgate",
-        description="QR check-in gate: decode, verify offline, answer green/red, publish check-ins over MQTT.",
-    )
-    parser.add_argument("--version", action="version", version=f"qrgate {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module_name in SUBCOMMANDS.values():
-        module = importlib.import_module(f"qrgate.commands.{module_name}")
-        module.add_parser(subparsers)
-    return parser
+    return build_command_line(
+        "qrgate", __version__,
+        "QR check-in gate: decode, verify offline, answer green/red, publish check-ins over MQTT.",
+        "qrgate.commands", SUBCOMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,13 +20,12 @@ the wrong type); 2 usage error. Nothing here prints a CSV cell: ward offices' ro
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
 from qrgate import __version__
-from qrgate.errors import QrgateError
+from qrgate.commands import build_command_line, run_command_line
 
-from .commands import EXIT_FAILED, PROG
+from .commands import PROG
 
 # subcommand name -> module under qrgate_provisioning.commands, in the order ``--help`` lists them
 SUBCOMMANDS = {
@@ -43,30 +42,17 @@ SUBCOMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="qrgate province tools: signing keys, passes, printed pass cards, trust and revocation lists, "
+    return build_command_line(
+        PROG, __version__,
+        "qrgate province tools: signing keys, passes, printed pass cards, trust and revocation lists, "
         "validation rule sets "
         "(run these on the issuer's offline machine; private keys never go on a gate), broker configurations, "
         "and the backend's reference consumer.",
-    )
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module_name in SUBCOMMANDS.values():
-        module = importlib.import_module(f"qrgate_provisioning.commands.{module_name}")
-        module.add_parser(subparsers)
-    return parser
+        "qrgate_provisioning.commands", SUBCOMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.run(args))
-    except (ValueError, OSError, QrgateError) as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        return 130
+    return run_command_line(build_parser().parse_args(argv), PROG)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+from collections.abc import Mapping
 from typing import Protocol
 
 # What qrgate_tools (``qrgate demo``, ``qrgate bench``) imports beyond the gate's own dependencies: the
@@ -31,3 +33,34 @@ def tools_missing(command: str, error: ModuleNotFoundError) -> int:
     print(f"qrgate {command}: {missing} is not installed (the gate's own install leaves the tools' "
           "dependencies out); install qrgate[tools]: pip install 'qrgate[tools]'", file=sys.stderr)
     return 1
+
+
+def build_command_line(prog: str, version: str, description: str, package: str, subcommands: Mapping[str, str],
+                       *, verbose: str | None = None) -> argparse.ArgumentParser:
+    """The parser of a qrgate command: ``--version``, optionally ``--verbose``, and one subcommand per module of
+    ``package`` (``subcommands``: name -> module, in --help order), each registering itself with ``add_parser``.
+
+    Shared by ``qrgate`` and the province's ``qrgate-issuer``, ``qrgate-provision`` and ``qrgate-province``,
+    so every qrgate command line is built, and answers, the same way."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--version", action="version", version=f"{prog} {version}")
+    if verbose is not None:
+        parser.add_argument("--verbose", "-v", action="store_true", help=verbose)
+    registry = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module_name in subcommands.values():
+        importlib.import_module(f"{package}.{module_name}").add_parser(registry)
+    return parser
+
+
+def run_command_line(args: argparse.Namespace, prog: str) -> int:
+    """Run the chosen subcommand: a QrgateError, ValueError or OSError is one line on stderr and exit status 1
+    (the message names the cause; no traceback for a bad file or an unreachable server), Ctrl-C is 130."""
+    from ..errors import QrgateError  # here, not at the top: ``qrgate verify`` starts without the package's rest
+
+    try:
+        return int(args.run(args) or 0)
+    except (ValueError, OSError, QrgateError) as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

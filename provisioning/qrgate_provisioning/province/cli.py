@@ -21,14 +21,13 @@ docs/operators.md explains the dashboard, the report's definitions and the roles
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 
 from qrgate import __version__
-from qrgate.errors import QrgateError
+from qrgate.commands import build_command_line, run_command_line
 
-from .commands import EXIT_FAILED, PROG
+from .commands import PROG
 
 # subcommand name -> module under qrgate_provisioning.province.commands, in the order --help lists them
 SUBCOMMANDS = {"registry": "registry", "serve": "serve", "fleet": "fleet", "report": "report", "user": "user",
@@ -37,31 +36,18 @@ SUBCOMMANDS = {"registry": "registry", "serve": "serve", "fleet": "fleet", "repo
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="The province's qrgate operations service: the registry of places and gates, the live fleet, "
-        "the dashboard and the 06:00 daily report, on the consumer's PostgreSQL store.",
-    )
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    parser.add_argument("--verbose", "-v", action="store_true", help="log more (never personal data)")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module_name in SUBCOMMANDS.values():
-        module = importlib.import_module(f"qrgate_provisioning.province.commands.{module_name}")
-        module.add_parser(subparsers)
-    return parser
+    return build_command_line(
+        PROG, __version__,
+        "The province's qrgate operations service: the registry of places and gates, the live fleet, the dashboard "
+        "and the 06:00 daily report, tracing, the national export, commands to gates, on the consumer's PostgreSQL "
+        "store.", "qrgate_provisioning.province.commands", SUBCOMMANDS, verbose="log more (never personal data)")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return int(args.run(args))
-    except (ValueError, OSError, QrgateError) as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        return 130
+    return run_command_line(args, PROG)
 
 
 if __name__ == "__main__":

@@ -15,34 +15,26 @@ argparse with one module per subcommand under ``qrgate_provisioning.provision.co
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 
 from qrgate import __version__
-from qrgate.errors import QrgateError
+from qrgate.commands import build_command_line, run_command_line
 
-from .commands import EXIT_FAILED, PROG
+from .commands import PROG
 
 SUBCOMMANDS = {"gate": "gate", "batch": "batch", "renew": "renew", "replace": "replace",
                "decommission": "decommission", "ca": "ca"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Provision qrgate gates (Raspberry Pis) over SSH from the technician's laptop: target checks, "
+    return build_command_line(
+        PROG, __version__,
+        "Provision qrgate gates (Raspberry Pis) over SSH from the technician's laptop: target checks, "
         "packages, qrgate from a wheelhouse, the gate's key and certificate (made on the gate, signed by the "
         "site's device CA), its configuration, trust lists and unit, then a self-test and its birth message on "
         "the site broker. Safe to re-run: only what differs is changed.",
-    )
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    parser.add_argument("--verbose", "-v", action="store_true", help="log every remote command (never a secret)")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module_name in SUBCOMMANDS.values():
-        module = importlib.import_module(f"qrgate_provisioning.provision.commands.{module_name}")
-        module.add_parser(subparsers)
-    return parser
+        "qrgate_provisioning.provision.commands", SUBCOMMANDS, verbose="log every remote command (never a secret)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,13 +43,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:
         logging.getLogger("asyncssh").setLevel(logging.WARNING)
-    try:
-        return int(args.run(args))
-    except (ValueError, OSError, QrgateError) as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        return 130
+    return run_command_line(args, PROG)
 
 
 if __name__ == "__main__":
