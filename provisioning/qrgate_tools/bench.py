@@ -202,8 +202,9 @@ def _threads_section(frames: list[np.ndarray], out: Callable[[str], None]) -> di
 
 
 # Optional sections beside decoding, stages and the whole loop: the chain at three frame sizes
-# (bench_sizes.py), on real photos (bench_photos.py), the revocation index, the uplink.
-SECTIONS = ("sizes", "photos", "revocation", "uplink")
+# (bench_sizes.py), on real photos (bench_photos.py), the revocation index, the uplink; and the province at scale
+# (bench_province.py: PostgreSQL and ~5 min), which only --only runs.
+SECTIONS = ("sizes", "photos", "revocation", "uplink", "province")
 
 
 def run_bench(*, frames_per_case: int = 60, repeat: int = 3, out: Callable[[str], None] = print,
@@ -380,6 +381,10 @@ def run_sections(names: Sequence[str], repeat: int, out: Callable[[str], None]) 
             from .bench_uplink import bench_uplink
 
             results["uplink"] = bench_uplink(out=out)
+        elif name == "province":
+            from .bench_province import bench_province
+
+            results["province"] = bench_province(out=out)
         else:
             raise ValueError(f"unknown bench section {name!r}; valid: {', '.join(SECTIONS)}")
     return results

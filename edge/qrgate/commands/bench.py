@@ -18,13 +18,15 @@ def add_parser(subparsers: Subcommands) -> None:
     )
     parser.add_argument("--frames", type=int, default=60, help="frames per case (default 60)")
     parser.add_argument("--repeat", type=int, default=3, help="timing repeats per case (default 3)")
-    sections = ("sizes", "photos", "revocation", "uplink")
+    sections = ("sizes", "photos", "revocation", "uplink", "province")
     parser.add_argument("--skip", action="append", default=[], choices=sections,
                         help="leave out a section: sizes (the chain vs bare zxing-cpp at 640x480, 1280x720 and "
                         "2304x1296, ~5 min), photos (../shared/qr-photos), revocation (1M-entry index), uplink "
                         "(real Mosquitto, ~1 min)")
     parser.add_argument("--only", action="append", default=[], choices=sections,
-                        help="run only this section (repeatable), without the decoder tables, stages and loop")
+                        help="run only this section (repeatable), without the decoder tables, stages and loop; "
+                        "province (2,000 simulated gates, ingest, the daily report: Mosquitto and PostgreSQL, "
+                        "~6 min; docs/scale.md) runs only this way")
     parser.add_argument("--json", action="store_true", help="also print the results as one JSON object at the end")
     parser.set_defaults(run=run)
 

@@ -4,6 +4,11 @@ A commit there is durable under PostgreSQL's defaults (``synchronous_commit = on
 acknowledging after the commit relies on. ``ON CONFLICT DO NOTHING`` on the event id makes a
 redelivered event a no-op. psycopg is an optional dependency (``qrgate[postgres]``), imported only
 when this store is opened.
+
+A batch goes in by COPY into a session's temporary table, then one ``INSERT ... SELECT ... ON CONFLICT DO
+NOTHING`` (COPY itself cannot skip a row that is already there). Measured against ``executemany`` on batches of
+300 with the province's indexes (qrgate_tools.bench_province): 7 instead of 24 us of the consumer's CPU per row,
+40 instead of 58 us of the server's; the consumer's share of a core was what bounded the ingest rate.
 """
 
 from __future__ import annotations
@@ -41,9 +46,18 @@ CREATE INDEX IF NOT EXISTS checkins_time ON checkins (time);
 CREATE INDEX IF NOT EXISTS checkins_device_seq ON checkins (device_id, seq);
 """
 
-# Placeholders in CHECKIN_COLUMNS order; the casts say what the text parameters are.
-_VALUES = "%s, %s, %s, %s, %s, %s, %s::timestamptz, %s, %s, %s, %s, %s, %s, %s, %s::timestamptz, %s::jsonb"
-_INSERT = f"INSERT INTO checkins ({CHECKIN_COLUMNS}) VALUES ({_VALUES}) ON CONFLICT (event_id) DO NOTHING"
+# The batch's staging table: the consumer's columns only, so columns other rooms add to checkins (with defaults)
+# are filled by their defaults; emptied at every commit (and by a rollback).
+_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS checkins_incoming (
+    event_id text, device_id text, seq bigint, site_id text, gate text, direction text, time timestamptz,
+    clock_synced boolean, verdict text, reason text, format text, issuer text, pass_id text, subject_id text,
+    received_at timestamptz, payload jsonb
+) ON COMMIT DELETE ROWS
+"""
+_COPY = f"COPY checkins_incoming ({CHECKIN_COLUMNS}) FROM STDIN"
+_MOVE = (f"INSERT INTO checkins ({CHECKIN_COLUMNS}) SELECT {CHECKIN_COLUMNS} FROM checkins_incoming "
+         "ON CONFLICT (event_id) DO NOTHING")
 
 
 class PostgresStore:
@@ -59,6 +73,7 @@ class PostgresStore:
             self._db = psycopg.connect(dsn, autocommit=False)
             with self._db.transaction():
                 self._db.execute(SCHEMA)
+                self._db.execute(_STAGING)
         except psycopg.Error as exc:
             raise ConsumerError(f"PostgreSQL store: cannot open: {exc}") from exc
         # The consumer's writer thread stores while a caller may read the summary: one connection, one at a time.
@@ -71,8 +86,11 @@ class PostgresStore:
         with self._lock:
             try:
                 with self._db.transaction(), self._db.cursor() as cursor:
-                    cursor.executemany(_INSERT, [checkin_row(event, raw, stamp) for event, raw in events])
-                    return cursor.rowcount  # psycopg sums the rows executemany inserted
+                    with cursor.copy(_COPY) as copy:
+                        for event, raw in events:
+                            copy.write_row(checkin_row(event, raw, stamp))
+                    cursor.execute(_MOVE)
+                    return cursor.rowcount  # rows inserted; those already stored are skipped
             except self._psycopg.Error as exc:
                 raise ConsumerError(f"PostgreSQL store: events not stored: {exc}") from exc
 
