@@ -24,8 +24,9 @@ from qrgate.errors import ConfigError
 from qrgate.passes.signed_list import ListOutcome, ListType, SignerKeys
 from qrgate.passes.trust import TrustStore
 from qrgate.passes.verdict import Reason
+from qrgate.policies import baseline_rules
 from qrgate.rules.policy import RuleSet, builtin_rule_set
-from qrgate.service import GateService, baseline_rules
+from qrgate.service import GateService
 from qrgate.trust_updates import REFUSED_SUFFIX, RULE_SET_FILE, RULE_SET_LAST_GOOD, TrustUpdates
 from qrgate_provisioning.keys import IssuerKey, private_key_pem
 from qrgate_provisioning.mint import sign1

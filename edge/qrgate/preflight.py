@@ -25,7 +25,7 @@ from .uplink.tls import TlsSettings
 def preflight(config: GateConfig) -> list[str]:
     """Every problem ``run`` would stop at, each as ``section.key: what is wrong``; empty when it would start."""
     # Imported here: service.py pulls in OpenCV and paho, which the syntax check alone does not need.
-    from .service import baseline_rules, cccd_policy
+    from .policies import baseline_rules, cccd_policy
 
     problems: list[str] = []
 

@@ -21,12 +21,12 @@ from gpiozero.pins import Factory
 
 from . import __version__, wire
 from .clock import Clock, SystemClock
-from .config import GateConfig, RulesConfig
+from .config import GateConfig
 from .decision import Decider
 from .decoding.factory import build_pipeline
 from .decoding.parallel import ParallelDecoder
 from .decoding.pipeline import FramePipeline
-from .errors import ConfigError, FrameSourceError, OutboxError
+from .errors import FrameSourceError, OutboxError
 from .feedback import GateFeedback
 from .frames.base import FrameSource
 from .frames.build import build_frame_source
@@ -34,50 +34,19 @@ from .gate import Gate, Presentation
 from .notify import SystemdNotifier
 from .outbox import Outbox
 from .passes.authority import TrustAuthority
-from .passes.cccd import CccdPolicy
 from .passes.signed_list import ListType
 from .passes.trust import TrustStore
 from .passes.verifier import PassVerifier
+from .policies import baseline_rules, cccd_policy
 from .remote.auth import CommandAuthenticator, OperatorKeys
 from .remote.dispatch import CommandHandler
 from .remote.nonces import NonceStore
 from .remote.target import EX_TEMPFAIL, ServiceCommands
-from .rules.policy import RuleSet, RuleSetError, builtin_rule_set, load_rule_set
 from .trust_updates import Acceptance, TrustUpdates
 from .uplink import Uplink
 from .uplink.reports import CounterRate
 
 log = logging.getLogger(__name__)
-
-def cccd_policy(config: GateConfig) -> CccdPolicy:
-    """The CCCD policy with the province's hash key read from its file (which must not be world-readable)."""
-    cccd = config.cccd
-    if not cccd.enabled:
-        return CccdPolicy()
-    assert cccd.hash_key_file is not None  # CccdConfig requires it when enabled
-    path = Path(cccd.hash_key_file)
-    try:
-        if path.stat().st_mode & 0o077:
-            raise ConfigError(f"cccd.hash_key_file {path}: readable by others; chmod 600 it (it keys every ID-number "
-                              "hash)")
-        key = path.read_bytes().strip()
-        return CccdPolicy(enabled=True, hash_key=key)
-    except OSError as exc:
-        raise ConfigError(f"cccd.hash_key_file {path}: cannot read: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise ConfigError(f"cccd.hash_key_file {path}: {exc}") from None
-
-
-def baseline_rules(rules: RulesConfig) -> RuleSet | None:
-    """The validation rules the configuration names, in force until the province delivers a signed rule set."""
-    if rules.baseline == "none":
-        return None
-    if rules.baseline == "builtin":
-        return builtin_rule_set()
-    try:
-        return load_rule_set(rules.baseline)
-    except RuleSetError as exc:
-        raise ConfigError(f"rules.baseline: {exc}") from None
 
 
 class GateService:
