@@ -5,8 +5,9 @@ MQTT client id, ACL user), ``direction`` and ``board`` (a profile under hardware
 as defaults: ``name`` (the gate's label within its site; default the gate id), ``broker`` (``host[:port]`` of
 the site broker, as the gate reaches it), ``ssh_user``, ``ssh_port``, ``host_key`` (the gate's SSH host key
 fingerprint, ``SHA256:...``, pinned instead of known_hosts), ``root`` (an install prefix), the files installed
-on the gate (``broker_ca``, ``trust_list``, ``revocation``, ``signers``, ``anchors``), ``packages`` (extra Debian
-packages) and ``config`` (further qrgate.toml settings, e.g. ``camera.source``).
+on the gate (``broker_ca``, ``trust_list``, ``revocation``, ``signers``, ``anchors``, ``operator_keys``: the
+province's operators.json, which turns the gate's signed commands on), ``packages`` (extra Debian packages) and
+``config`` (further qrgate.toml settings, e.g. ``camera.source``).
 
 Two formats. TOML::
 
@@ -43,11 +44,11 @@ DIRECTIONS = ("in", "out", "both")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # qrgate.config's device id rule
 _BOARD = re.compile(r"[a-z0-9][a-z0-9_-]*")
 _HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:-]{0,252}|\[[0-9A-Fa-f:]+\]")
-_FILES = ("broker_ca", "trust_list", "revocation")
+_FILES = ("broker_ca", "trust_list", "revocation", "operator_keys")
 _FILE_LISTS = ("signers", "anchors")
 # Settings the columns own: an inventory's ``config`` table may not set them behind the columns' back.
 COLUMN_OWNED = {("device", "id"), ("device", "site_id"), ("device", "gate"), ("device", "direction"),
-                ("mqtt", "host"), ("mqtt", "port"), ("feedback", "board")}
+                ("mqtt", "host"), ("mqtt", "port"), ("feedback", "board"), ("remote", "operator_keys")}
 
 
 class InventoryError(ProvisionError):
@@ -74,6 +75,7 @@ class GateSpec:
     revocation: str = ""
     signers: tuple[str, ...] = ()
     anchors: tuple[str, ...] = ()
+    operator_keys: str = ""  # the province's operators.json; empty: the gate's commands stay off
     packages: tuple[str, ...] = ()
     config: Mapping[str, Any] = field(default_factory=dict, compare=False)
     where: str = field(default="", compare=False)  # "inventory.toml, gate 3" for messages

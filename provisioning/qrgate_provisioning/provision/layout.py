@@ -90,6 +90,11 @@ class Layout:
     def signers(self) -> str:
         return self.path(f"{ETC}/trust-signers")
 
+    @property
+    def operator_keys(self) -> str:
+        """The province's operator public keys, whose signed commands the gate obeys (remote.operator_keys)."""
+        return self.path(f"{ETC}/operators.json")
+
     # --- state ---
     @property
     def var(self) -> str:
@@ -106,6 +111,11 @@ class Layout:
     @property
     def outbox(self) -> str:
         return self.path(f"{VAR}/outbox.sqlite")
+
+    @property
+    def command_nonces(self) -> str:
+        """The accepted commands' nonces (remote.nonces_path), kept across restarts so a replay stays refused."""
+        return self.path(f"{VAR}/command-nonces.sqlite")
 
     # --- software ---
     @property

@@ -2,8 +2,10 @@
 
 The configuration starts from firmware/qrgate.example.toml, the safe template (end-to-end acks, signed lists,
 mutual TLS, a real camera), and sets what the inventory says: the device, site, gate and direction, the board,
-the broker, and every path under the target's root prefix. The inventory's ``config`` table may add settings
-on top (a demo gate's synthetic camera, a relay-less board); the columns' own settings it may not touch.
+the broker, and every path under the target's root prefix. With the province's operator keys (``operator_keys``)
+it also turns the signed commands on (``[remote]``); without them ``[remote]`` stays as the template has it, off.
+The inventory's ``config`` table may add settings on top (a demo gate's synthetic camera, a relay-less board);
+the columns' own settings it may not touch.
 The output is deterministic (sections in the configuration's order, keys sorted), so its hash only changes
 when a setting does, and that hash is what the gate's status reports (``config_hash``) after a restart.
 """
@@ -11,6 +13,7 @@ when a setting does, and that hash is what the gate's status reports (``config_h
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -22,6 +25,7 @@ from qrgate.board import profiles_dir
 from qrgate.config import GateConfig
 from qrgate.config_file import parse_config
 from qrgate.errors import ConfigError
+from qrgate.remote.auth import OperatorKeys
 
 from .checklist import ProvisionError
 from .inventory import GateSpec
@@ -80,6 +84,8 @@ def config_data(spec: GateSpec, layout: Layout) -> dict[str, dict[str, Any]]:
     data.setdefault("outbox", {})["path"] = layout.outbox
     data["mqtt"].update(host=spec.broker_host, port=spec.broker_port, ca_file=layout.broker_ca,
                         cert_file=layout.cert, key_file=layout.key)
+    if spec.operator_keys:  # only then: a gate without the province's keys subscribes to no command topic at all
+        data.setdefault("remote", {}).update(operator_keys=layout.operator_keys, nonces_path=layout.command_nonces)
     return data
 
 
@@ -166,8 +172,27 @@ def desired_files(spec: GateSpec, layout: Layout, *, broker_ca_pem: bytes) -> li
         name = Path(anchor).name
         files.append(DesiredFile(f"{layout.trust}/{name}", _read_local(anchor, "trust anchor"), 0o640, "root", group,
                                  f"anchor {name}"))
+    if spec.operator_keys:
+        files.append(operator_keys_file(spec, layout))
     files.append(unit_file(layout))
     return files
+
+
+def operator_keys_file(spec: GateSpec, layout: Layout) -> DesiredFile:
+    """The province's operators.json, installed as it came, once the gate's own loader has accepted it here: on the
+    gate a refused file would only show after the old configuration was replaced, as a unit that will not start."""
+    path = spec.operator_keys
+    data = _read_local(path, "operator keys")
+    try:
+        keys = OperatorKeys.load(path)
+    except ConfigError as exc:
+        raise ProvisionError(f"{spec.gate}: operator keys {exc}") from None
+    if not keys.keys:
+        raise ProvisionError(f"{spec.gate}: operator keys {path}: no key listed, so the gate would obey no one; leave "
+                             "operator_keys out to keep its commands off")
+    if len(keys.keys) != len(json.loads(data)["keys"]):  # the loader keeps the last of two entries with one kid
+        raise ProvisionError(f"{spec.gate}: operator keys {path}: a kid is listed twice; give each key its own kid")
+    return DesiredFile(layout.operator_keys, data, 0o640, "root", SERVICE_USER, "operator keys")
 
 
 def signed_lists(spec: GateSpec) -> list[tuple[str, bytes]]:

@@ -80,6 +80,9 @@ def add_common(parser: argparse.ArgumentParser, *, software: bool = True, files:
                            help="a list-signing public key to pin (repeat)")
         lists.add_argument("--anchor", action="append", default=[], metavar="FILE",
                            help="a static trust anchor (repeat)")
+        lists.add_argument("--operator-keys", metavar="FILE",
+                           help="the province's operators.json (qrgate-province command-key new): installed as "
+                                "/etc/qrgate/operators.json, it turns the gate's signed commands on")
         lists.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                            help="a further qrgate.toml setting, e.g. camera.source=usb (repeat)")
 
@@ -93,7 +96,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     if hasattr(args, "trust_list"):
         values.update(trust_list=_absolute(args.trust_list), revocation=_absolute(args.revocation),
                       signers=[_absolute(p) for p in args.signer], anchors=[_absolute(p) for p in args.anchor],
-                      config=settings(args.set))
+                      operator_keys=_absolute(args.operator_keys), config=settings(args.set))
     return values
 
 
