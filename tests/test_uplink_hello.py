@@ -192,6 +192,8 @@ def test_the_provincial_acl_gives_the_service_role_the_hello_and_the_daily_repor
         "topic read qrgate/v1/device/+/status", "topic read qrgate/v1/device/+/available",
         "topic read qrgate/v1/device/+/telemetry", "topic read qrgate/v1/site/#",
         f"topic write {wire.PROVINCE_HELLO_TOPIC}", f"topic readwrite {wire.DAILY_REPORT_TOPIC}",
+        # the dashboard's commands, signed by an operator key (a gate refuses any other), and their answers
+        "topic write qrgate/v1/device/+/command", "topic read qrgate/v1/device/+/response",
     ]
     assert "pattern read qrgate/v1/province/#" in acl.splitlines()  # every gate reads the hello, none writes it
 

@@ -52,7 +52,8 @@ DEVICE_TREE = f"{wire.TOPIC_ROOT}/device"
 PROVINCE_TREE = f"{wire.TOPIC_ROOT}/province"
 SITE_TREE = f"{wire.TOPIC_ROOT}/site"
 # What a gate writes, each in its own subtree: all it may write. Its ack and command topics are in that subtree
-# too, but only the consumer and the operators write those (a gate commanding itself would defeat the ACL's point).
+# too, but only the consumer, the operators and the service write those (a gate commanding itself would defeat
+# the ACL's point).
 GATE_WRITES = (wire.checkin_topic, wire.status_topic, wire.availability_topic, wire.telemetry_topic,
                wire.command_response_topic)
 
@@ -151,8 +152,8 @@ class ProvincialBroker:
     ``sites`` maps each site id to the ids of its gates: that site's bridge may act for exactly
     those gates. ``consumers`` read check-ins and write acks, ``operators`` read every device topic
     and write commands, ``issuers`` write the province-wide trust and revocation lists, ``services``
-    (the province's operations service, ``qrgate-province``) read what every gate says and are the only
-    writers of its hello and of the daily report.
+    (the province's operations service, ``qrgate-province``) read what every gate says, are the only
+    writers of its hello and of the daily report, and send the commands operators sign on its dashboard.
     """
 
     listener_tls: TlsFiles
@@ -266,7 +267,8 @@ def render_provincial_acl(province: ProvincialBroker) -> str:
         grants = [f"topic write {bridge_notification_topic(site_id)}"]
         # Per gate, not a wildcard: a site broker (or its stolen certificate) can then speak and
         # receive acks and commands only for its own gates, whatever topics its bridge maps; and it writes
-        # what its gates say, never their ack or command topics (only consumers and operators write those).
+        # what its gates say, never their ack or command topics (only consumers, operators and services write
+        # those).
         grants += [rule for device_id in devices for rule in gate_rules(device_id)]
         site_blocks.append(_user_block(
             bridge_user(site_id), f"The bridge of site {site_id}: only that site's {len(devices)} gate(s).", grants
@@ -291,13 +293,18 @@ def render_provincial_acl(province: ProvincialBroker) -> str:
         ])
         for name in province.issuers
     ]
+    # The service also sends commands and reads their answers: its dashboard passes on the commands operators
+    # sign there (operator role, audited). That opens no door: a gate carries out only a command signed by an
+    # operator key in its operators.json, for itself, unexpired and not replayed, whoever published it.
     services = [
         _user_block(name, "The province's operations service: reads what every gate and bridge says, says hello "
-                    "(the gates answer with their state) and publishes the daily report.", [
+                    "(the gates answer with their state), publishes the daily report, and sends the commands "
+                    "operators sign on its dashboard (gates refuse any not signed by an operator key).", [
             f"topic read {DEVICE_TREE}/+/checkin", f"topic read {DEVICE_TREE}/+/status",
             f"topic read {DEVICE_TREE}/+/available", f"topic read {DEVICE_TREE}/+/telemetry",
             f"topic read {SITE_TREE}/#", f"topic write {wire.PROVINCE_HELLO_TOPIC}",
             f"topic readwrite {wire.DAILY_REPORT_TOPIC}",
+            f"topic write {DEVICE_TREE}/+/command", f"topic read {DEVICE_TREE}/+/response",
         ])
         for name in province.services
     ]

@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from qrgate.config_file import validate_toml
 from qrgate.errors import ConfigError
+from qrgate.wire import MAX_COMMAND_LIFETIME_S
 
 from .export_settings import ExportSettings, RetentionSettings
 
@@ -84,6 +85,30 @@ class ReportSettings(_Section):
     publish: bool = Field(True, description="Publish each report as a retained MQTT message.")
 
 
+class CommandSettings(_Section):
+    key_file: Path | None = Field(
+        None, description="The operator signing key (Ed25519, mode 0600, made on this machine with `qrgate-province "
+                          "command-key new`; its public half is in every gate's operators.json) the dashboard signs "
+                          "commands with; unset: the dashboard sends no commands and its command page says so.")
+    lifetime_s: float = Field(
+        120, gt=0, le=MAX_COMMAND_LIFETIME_S,
+        description="How long after signing a gate may still act on a command (a gate offline when it was sent "
+                    f"must not act on it much later); at most {MAX_COMMAND_LIFETIME_S} s, what a gate accepts.")
+    timeout_s: float = Field(10, gt=0, le=60, description="How long the dashboard waits for the gate's answer.")
+    broker_cert_file: Path | None = Field(
+        None, description="A client certificate of its own for the command connection (its CN listed as a service "
+                          "in the provincial broker's ACL). That broker makes a certificate's CN the client id, so "
+                          "with [broker]'s certificate each command would knock the fleet listener off; unset: "
+                          "[broker]'s certificate, for a broker that does not (a test's).")
+    broker_key_file: Path | None = Field(None, description="Its private key (0600, made on this machine).")
+
+    @model_validator(mode="after")
+    def _key_with_cert(self) -> CommandSettings:
+        if (self.broker_cert_file is None) != (self.broker_key_file is None):
+            raise ValueError("broker_cert_file and broker_key_file go together")
+        return self
+
+
 class ProvinceConfig(_Section):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings, description="The PostgreSQL store.")
     broker: BrokerSettings = Field(default_factory=BrokerSettings, description="The provincial broker.")
@@ -94,6 +119,8 @@ class ProvinceConfig(_Section):
     export: ExportSettings = Field(default_factory=ExportSettings,
                                    description="The export to the national system (no endpoint: no export).")
     retention: RetentionSettings = Field(default_factory=RetentionSettings, description="How long check-ins are kept.")
+    commands: CommandSettings = Field(default_factory=CommandSettings,
+                                      description="Commands to gates from the dashboard (no key_file: none).")
 
 
 def parse_province_config(text: str, source: str = "<province.toml>") -> ProvinceConfig:

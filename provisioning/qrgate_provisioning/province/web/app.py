@@ -25,10 +25,12 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .auth import CsrfRefused, Forbidden, LoginRequired, assert_every_post_checks_csrf
+from .pages_command import command_router
 from .pages_fleet import fleet_router
 from .pages_place import place_router
 from .pages_reports import reports_router
 from .pages_session import read_metrics_token, session_router
+from .pages_trace import trace_router
 from .render import STATIC, Renderer
 
 if TYPE_CHECKING:
@@ -90,6 +92,8 @@ def create_app(context: ProvinceContext) -> FastAPI:
     app.include_router(fleet_router(renderer))
     app.include_router(place_router(renderer))
     app.include_router(reports_router(renderer))
+    app.include_router(trace_router(renderer))
+    app.include_router(command_router(renderer))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(SecurityHeaders, hsts=web.secure_cookies)
     assert_every_post_checks_csrf(app)

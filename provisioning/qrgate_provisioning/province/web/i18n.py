@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal
 
+from ._labels_operations import OPERATION_LABELS
+
 Language = Literal["vi", "en"]
 LANGUAGES: tuple[Language, ...] = ("vi", "en")
 
@@ -192,6 +194,9 @@ LABELS: dict[str, tuple[str, str]] = {
     "error_title": ("Lỗi", "Error"),
     "back_home": ("Về trang thiết bị", "Back to the fleet"),
 }
+if LABELS.keys() & OPERATION_LABELS.keys():
+    raise RuntimeError(f"labels defined twice: {sorted(LABELS.keys() & OPERATION_LABELS.keys())}")
+LABELS.update(OPERATION_LABELS)  # the trace and command pages' labels (_labels_operations)
 
 
 def labels(language: Language) -> Mapping[str, str]:

@@ -76,9 +76,11 @@ class StreamState:
     order: list[str] = field(default_factory=list)
 
 
-def update_of(renderer: Renderer, table: FleetTable, state: StreamState, t: Mapping[str, str]) -> str | None:
-    """The event that brings the browser from ``state`` to ``table`` (None if nothing changed); updates state."""
-    rendered = {row.device_id: str(renderer.macro("_fleet_row.html", "row", row, t)) for row in table.rows}
+def update_of(renderer: Renderer, table: FleetTable, state: StreamState, t: Mapping[str, str],
+              commands: bool = False) -> str | None:
+    """The event that brings the browser from ``state`` to ``table`` (None if nothing changed); updates state.
+    ``commands``: rows with their command link, as an operator's page has them."""
+    rendered = {row.device_id: str(renderer.macro("_fleet_row.html", "row", row, t, commands)) for row in table.rows}
     order = [row.device_id for row in table.rows]
     changed = [{"id": device_id, "html": html} for device_id, html in rendered.items()
                if state.sent.get(device_id) != html]
@@ -115,7 +117,9 @@ def fleet_router(renderer: Renderer) -> APIRouter:
         language = renderer.language(request)
         filters = FleetFilters.of(request.query_params)
         token = request.cookies.get(session_cookie_name(context.config.web), "")
-        return StreamingResponse(_stream(context, renderer, filters, language, token), media_type="text/event-stream",
+        commands = session.user.role == "operator"  # the rows as the page has them, command links included
+        return StreamingResponse(_stream(context, renderer, filters, language, token, commands),
+                                 media_type="text/event-stream",
                                  headers={"X-Accel-Buffering": "no"})  # nginx: pass each event on at once
 
     @router.get("/alerts")
@@ -144,7 +148,7 @@ def fleet_router(renderer: Renderer) -> APIRouter:
 
 
 async def _stream(context: ProvinceContext, renderer: Renderer, filters: FleetFilters, language: Language,
-                  token: str) -> AsyncIterator[str]:
+                  token: str, commands: bool = False) -> AsyncIterator[str]:
     state = StreamState()
     yield "retry: 2000\n\n"  # EventSource reconnects after 2 s when the stream breaks (a restart of the service)
     maps = await run_in_threadpool(RegistryMaps.read, context)
@@ -161,7 +165,8 @@ async def _stream(context: ProvinceContext, renderer: Renderer, filters: FleetFi
             if now - maps.read_at >= REGISTRY_CACHE_S:
                 maps = await run_in_threadpool(RegistryMaps.read, context)
             version, rendered_at = current, now
-            update = await run_in_threadpool(_next_update, context, renderer, maps, filters, language, state)
+            update = await run_in_threadpool(_next_update, context, renderer, maps, filters, language, state,
+                                             commands)
             if update is not None:
                 yield f"event: fleet\ndata: {update}\n\n"
                 sent_at = now
@@ -172,6 +177,7 @@ async def _stream(context: ProvinceContext, renderer: Renderer, filters: FleetFi
 
 
 def _next_update(context: ProvinceContext, renderer: Renderer, maps: RegistryMaps, filters: FleetFilters,
-                 language: Language, state: StreamState) -> str | None:
+                 language: Language, state: StreamState, commands: bool = False) -> str | None:
     """In a worker thread: rendering a thousand rows would stall every other stream on the event loop."""
-    return update_of(renderer, table_of(context, maps, filters, language), state, LABELS_BY_LANGUAGE[language])
+    return update_of(renderer, table_of(context, maps, filters, language), state, LABELS_BY_LANGUAGE[language],
+                     commands)

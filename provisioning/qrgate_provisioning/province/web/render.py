@@ -33,6 +33,8 @@ NAVIGATION: tuple[tuple[str, str, frozenset[str] | None], ...] = (
     ("/", "nav_fleet", None),
     ("/alerts", "nav_alerts", None),
     ("/reports", "nav_reports", None),
+    ("/trace", "nav_trace", frozenset({"tracer"})),
+    ("/commands", "nav_commands", frozenset({"operator"})),
     ("/audit", "nav_audit", frozenset({"operator", "tracer"})),
 )
 
