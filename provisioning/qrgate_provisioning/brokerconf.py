@@ -18,7 +18,6 @@ The command line over this module is ``qrgate-issuer broker-config`` (``commands
 from __future__ import annotations
 
 import os
-import re
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,16 @@ from pathlib import Path
 
 from qrgate import wire
 from qrgate.errors import ConfigError
+
+from .brokerconf_checks import (
+    _check_files_and_user,
+    _check_host,
+    _check_id,
+    _check_path,
+    _check_persistence,
+    _check_port,
+    _claim,
+)
 
 TEMPLATES_ENV = "QRGATE_MOSQUITTO_TEMPLATES"
 # Where an installed issuer finds the templates when no checkout is beside this module.
@@ -39,12 +48,6 @@ ACL_FILE_NAME = "qrgate.acl"
 # (qrgate_provisioning.provision.device_ca.DeviceCA.write_crl). It is re-read on SIGHUP.
 DEFAULT_CRL_FILE = "/etc/mosquitto/certs/crl.pem"
 
-# Device, site and role ids become MQTT topic levels, ACL usernames (certificate CNs) and client
-# ids: the same rule as the gate's own config (qrgate.config), so no '/', '+', '#', space or '%'.
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-# Mosquitto splits option values at spaces, so a path or host with whitespace would be misread.
-_HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}")
-_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 
 BRIDGE_PROTOCOLS = ("mqttv311", "mqttv50")
 
@@ -167,7 +170,10 @@ class ProvincialBroker:
     persistence_dir: str = "/var/lib/mosquitto"
     log_file: str | None = None
     run_as_user: str = "mosquitto"
-    autosave_changes: int = 100
+    # A timer, not every N changes as the site broker: at a province's rate each save rewrites the whole queue,
+    # and with a backlog of 60,000 check-ins the broker took 1,948/s instead of 10,000+ (docs/scale.md). A crash
+    # loses at most this many seconds of what had to queue; with end-to-end acks the gates send it again.
+    autosave_interval_s: int = 30
     max_queued_messages: int = 1_000_000
     services: tuple[str, ...] = ()
     crl_file: str = DEFAULT_CRL_FILE  # one CRL per CA in listener_tls.ca_file (each site's device CA, the roles')
@@ -177,7 +183,7 @@ class ProvincialBroker:
         _check_port("port", self.port)
         self.listener_tls.validate("listener_tls")
         _check_files_and_user(self)
-        _check_persistence(self.autosave_changes, self.max_queued_messages)
+        _check_persistence(self.autosave_interval_s, self.max_queued_messages, what="autosave_interval_s")
         owner: dict[str, str] = {}  # every name a certificate CN can carry -> what it is
         for site_id, devices in self.sites.items():
             _check_id("site id", site_id)
@@ -232,6 +238,7 @@ def render_site_broker(site: SiteBroker) -> str:
         province_port=site.province_port,
         bridge_id=site.bridge_id,
         bridge_protocol=site.bridge_protocol,
+        autosave_changes=site.autosave_changes,
         restart_base_s=base,
         restart_cap_s=cap,
         bridge_keepalive_s=site.bridge_keepalive_s,
@@ -257,7 +264,8 @@ def render_site_acl(site: SiteBroker) -> str:
 
 def render_provincial_broker(province: ProvincialBroker) -> str:
     province.validate()
-    return _render("provincial-broker.conf.in", **_listener_values(province))
+    return _render("provincial-broker.conf.in", **_listener_values(province),
+                   autosave_interval_s=province.autosave_interval_s)
 
 
 def render_provincial_acl(province: ProvincialBroker) -> str:
@@ -357,7 +365,6 @@ def _listener_values(broker: SiteBroker | ProvincialBroker) -> dict[str, object]
         acl_file=broker.acl_file,
         log_dest=_log_dest(broker.log_file),
         persistence_dir=broker.persistence_dir,
-        autosave_changes=broker.autosave_changes,
         max_queued_messages=broker.max_queued_messages,
         port=broker.port,
         bind_address=broker.bind_address,
@@ -375,54 +382,3 @@ def _user_block(name: str, comment: str, grants: list[str]) -> str:
 
 def _log_dest(log_file: str | None) -> str:
     return "stderr" if log_file is None else f"file {log_file}"
-
-
-def _check_id(what: str, value: str) -> None:
-    if not isinstance(value, str) or not _ID.fullmatch(value):
-        raise ConfigError(
-            f"{what} {value!r} is not a valid id: 1-64 of A-Z a-z 0-9 _ . - starting with a letter or digit "
-            "(it becomes an MQTT topic level, a certificate CN and a client id)"
-        )
-
-
-def _check_host(what: str, value: str) -> None:
-    if not isinstance(value, str) or not _HOST.fullmatch(value):
-        raise ConfigError(f"{what} {value!r} is not a host name or IPv4 address")
-
-
-def _check_port(what: str, value: int) -> None:
-    if not isinstance(value, int) or not 1 <= value <= 65535:
-        raise ConfigError(f"{what} {value!r} is not a TCP port (1-65535)")
-
-
-def _check_path(what: str, value: str) -> None:
-    if not isinstance(value, str) or not value.startswith("/") or any(c.isspace() for c in value):
-        raise ConfigError(
-            f"{what} {value!r} must be an absolute path without spaces (mosquitto splits values at spaces)"
-        )
-
-
-def _check_user(value: str) -> None:
-    if not isinstance(value, str) or not _USER.fullmatch(value):
-        raise ConfigError(f"run_as_user {value!r} is not a Unix user name")
-
-
-def _check_files_and_user(broker: SiteBroker | ProvincialBroker) -> None:
-    for name in ("acl_file", "persistence_dir", "crl_file"):
-        _check_path(name, getattr(broker, name))
-    if broker.log_file is not None:
-        _check_path("log_file", broker.log_file)
-    _check_user(broker.run_as_user)
-
-
-def _check_persistence(autosave_changes: int, max_queued_messages: int) -> None:
-    if autosave_changes < 1:
-        raise ConfigError(f"autosave_changes must be at least 1, got {autosave_changes}")
-    if max_queued_messages < 1:
-        raise ConfigError(f"max_queued_messages must be at least 1, got {max_queued_messages}")
-
-
-def _claim(owner: dict[str, str], name: str, what: str) -> None:
-    if name in owner:
-        raise ConfigError(f"{name!r} is both {owner[name]} and {what}: one certificate CN cannot be two clients")
-    owner[name] = what

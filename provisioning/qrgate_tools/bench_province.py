@@ -79,7 +79,8 @@ def bench_province(*, sections: Sequence[str] = SECTIONS, gates: int = 2000, cha
                 for name, config, label in (
                         ("backlog_timed_autosave", TIMED_AUTOSAVE, "autosave every 30 s"),
                         ("backlog_autosave_100", PROVINCIAL_QUEUEING,
-                         "autosave every 100 changes, as brokerconf renders the provincial broker today")):
+                         "autosave every 100 changes (a site broker's setting; the "
+                         "provincial broker's before it moved to a timer)")):
                     out(f"backlog: the consumers away while {max(10_000, events // 3)} check-ins arrive, {label}:")
                     drained = results[name] = bench_ingest(
                         events=max(10_000, events // 3), consumers=consumers, publishers=publishers,

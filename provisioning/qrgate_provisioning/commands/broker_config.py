@@ -57,6 +57,8 @@ def add_parser(subparsers: Subcommands) -> None:
     site.add_argument("--bridge-protocol", choices=BRIDGE_PROTOCOLS, default="mqttv311",
                       help="MQTT version between the brokers (default mqttv311: see docs/mqtt.md)")
     site.add_argument("--max-queued-messages", type=int, default=100_000)
+    site.add_argument("--autosave-changes", type=int, default=100,
+                      help="save the broker's database after this many changes (see docs/mqtt.md)")
     _add_common_arguments(site)
     site.set_defaults(run=run_site)
 
@@ -76,6 +78,8 @@ def add_parser(subparsers: Subcommands) -> None:
     province.add_argument("--service", action="append", default=[], metavar="CN",
                           help="the province's operations service, qrgate-province (repeatable)")
     province.add_argument("--max-queued-messages", type=int, default=1_000_000)
+    province.add_argument("--autosave-interval", type=int, default=30, metavar="SECONDS",
+                          help="save the broker's database this often (a timer: docs/scale.md says why)")
     _add_common_arguments(province)
     province.set_defaults(run=run_province)
 
@@ -94,8 +98,6 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--persistence-dir", default="/var/lib/mosquitto")
     parser.add_argument("--log-file", help="log to this file (default: stderr, i.e. the journal under systemd)")
     parser.add_argument("--run-as-user", default="mosquitto")
-    parser.add_argument("--autosave-changes", type=int, default=100,
-                        help="save the broker's database after this many changes (see docs/mqtt.md)")
 
 
 def run_site(args: argparse.Namespace) -> int:
@@ -122,7 +124,7 @@ def run_province(args: argparse.Namespace) -> int:
         services=tuple(args.service),
         port=args.port, bind_address=args.bind_address, acl_file=args.acl_file,
         persistence_dir=args.persistence_dir, log_file=args.log_file, run_as_user=args.run_as_user,
-        autosave_changes=args.autosave_changes, max_queued_messages=args.max_queued_messages,
+        autosave_interval_s=args.autosave_interval, max_queued_messages=args.max_queued_messages,
         crl_file=args.crl_file,
     )
     gates = sum(len(devices) for devices in sites.values())

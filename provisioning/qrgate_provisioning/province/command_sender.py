@@ -8,9 +8,10 @@ it for a gate that comes back too late). The answer is the first CommandResponse
 a site bridge speaks MQTT 3.1.1 (site-broker.conf.in) and carries no properties, so an answer without any is
 matched by the command's nonce instead. No answer within the timeout is a ProvinceError that says so.
 
-Only the operator role may write command topics (brokerconf.render_provincial_acl): the broker section must name
-an operator's certificate. The broker makes the certificate's CN the client id, so two senders with the same
-certificate at once take each other's connection over: send one command at a time per certificate.
+Only the operator and service roles may write command topics (brokerconf.render_provincial_acl): the broker
+section must name an operator's certificate, or the service's own for the dashboard (commands.broker_cert_file).
+The broker makes the certificate's CN the client id, so two senders with the same certificate at once take each
+other's connection over: send one command at a time per certificate.
 """
 
 from __future__ import annotations
@@ -154,7 +155,7 @@ class CommandSender:
         refused = next((reason for reason in reasons if reason.is_failure), None)
         if refused is not None:
             raise ProvinceError(f"{what}: the broker refused it: {refused} (does the broker section name an "
-                                "operator's certificate?)")
+                                "operator's or the service's certificate?)")
         return reasons[0]
 
     def _await_answer(self, device_id: str, correlation: bytes, nonce: str | None,
