@@ -124,10 +124,12 @@ def test_a_primary_that_cannot_report_unreadable_codes_falls_back_on_every_unrea
 def test_default_is_the_zxing_cascade_with_zbar_and_opencv_in_its_ladder():
     decoder = build_decoder()
     assert isinstance(decoder, CascadeDecoder) and decoder.name == "zxing+repair"
-    assert len(decoder.attempts) == 6  # the default bound
-    assert {a.decoder.name for a in decoder.attempts} == {"zxing", "zbar"}
+    assert len(decoder.attempts) == 8  # the default bound
+    # The warped-grid reader (a bent or wrinkled code) is the last of the gate's rungs.
+    assert {a.decoder.name for a in decoder.attempts} == {"zxing", "zbar", "warped"}
+    assert decoder.attempts[-1].decoder.name == "warped"
     everything = build_decoder(DecoderConfig(max_repairs=LADDER_RUNGS))
-    assert {a.decoder.name for a in everything.attempts} == {"zxing", "zbar", "opencv"}
+    assert {a.decoder.name for a in everything.attempts} == {"zxing", "zbar", "opencv", "warped"}
     assert len(everything.attempts) > len(decoder.attempts)
     assert len(everything.attempts) == LADDER_RUNGS  # config.py's bound on max_repairs is the whole ladder
 

@@ -2,8 +2,8 @@
 frame sizes: a phone pushed up to the camera (the code fills the frame, out of focus), a phone
 screen seen through its pixel grid, and a dark-mode (inverted) code. The gate's pipeline reads at
 least what a bare zxing-cpp call at its defaults reads, and the figures are pinned (measured:
-close-up 45/43/43 of 60 code frames at 640x480/1280x720/2304x1296, screen 42, inverted 30; the
-frames a hand brings the code in and takes it away are unreadable to every decoder)."""
+close-up 47/48/48 of 60 code frames at 640x480/1280x720/2304x1296, screen 43/42/43, inverted 30;
+the frames a hand brings the code in and takes it away are unreadable to every decoder)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from qrgate.config import DecoderConfig
 from qrgate.decoding.factory import build_pipeline
 from qrgate_tools.bench_sizes import FRAME_SIZES, category_payloads, category_script, stream
 
-PINNED = {"closeup": 40, "screen": 38, "inverted": 27}  # code frames of 60 the pipeline must read, every size
+PINNED = {"closeup": 44, "screen": 39, "inverted": 27}  # code frames of 60 the pipeline must read, every size
 
 
 @cache
@@ -60,11 +60,11 @@ def test_the_pipeline_reads_at_least_bare_zxing_and_the_pinned_share(category: s
 def test_a_close_up_at_full_size_needs_the_multi_resolution_reading() -> None:
     # Modules of 25-35 px are too large for zxing-cpp's 40 px binariser window: only its smaller
     # pyramid levels read them (ZxingDecoder's docstring has the figures).
-    # Without ZBar (no ladder rung, no sweep), so the option alone is measured: the sweep reads a
-    # close-up shrunk to 960 px, which is the same lever.
-    with_pyramid = pipeline_reads("closeup", 2304, 1296, fallback="none")
-    without = pipeline_reads("closeup", 2304, 1296, try_downscale=False, fallback="none")
-    assert with_pyramid >= without + 5
+    # Without the ladder, so the option alone is measured: the texture ladder works on the code's
+    # region shrunk to a 640 px frame's scale, which is the same lever (measured: 43 against 20).
+    with_pyramid = pipeline_reads("closeup", 2304, 1296, fallback="none", repair=False)
+    without = pipeline_reads("closeup", 2304, 1296, try_downscale=False, fallback="none", repair=False)
+    assert with_pyramid >= without + 15
 
 
 def test_a_dark_mode_code_needs_the_inverted_reading() -> None:

@@ -12,6 +12,7 @@ import segno
 
 from qrgate.config import DecoderConfig
 from qrgate.decoding.base import DecodedCode
+from qrgate.decoding.cascade import CascadeDecoder
 from qrgate.decoding.factory import build_decoder, build_pipeline
 from qrgate.decoding.pipeline import FramePipeline
 from qrgate.decoding.presence import PresenceGate
@@ -150,9 +151,10 @@ def test_after_a_read_the_region_is_decoded_first_and_the_full_frame_regularly()
     assert ["QRG1:second", "QRG1:tracked"] in seen
 
 
-def test_a_code_zxing_cannot_locate_is_read_in_the_tracked_region():
+def test_a_code_zxing_cannot_locate_is_read_on_its_texture_or_in_the_tracked_region():
     # Frame 1: a sharp code, read. Frame 2: the same code softened and striped by strong moiré so
-    # zxing locates nothing; the tracked region's repair ladder reads it.
+    # zxing locates nothing; the ladder reads it where the texture map finds it, or, without the
+    # texture look, in the tracked region.
     frame = wall(3)
     symbol = code_image("QRG1:" + "m" * 60, 3)
     frame[120 : 120 + symbol.shape[0], 200 : 200 + symbol.shape[1]] = symbol
@@ -161,15 +163,19 @@ def test_a_code_zxing_cannot_locate_is_read_in_the_tracked_region():
     hard = np.clip(hard, 0, 255).astype(np.uint8)
     scan = ZxingDecoder().scan(hard)
     assert scan.codes == [] and scan.regions == ()
-    pipeline = build_pipeline(DecoderConfig(presence_gate=False))
-    assert pipeline.decode(frame) and pipeline.decode(hard)
-    assert pipeline.stats.region_repaired == 1
-    # Without the tracked region and without the sweep (no ZBar fallback), nothing reads it ...
-    assert build_pipeline(DecoderConfig(presence_gate=False, track=False, fallback="none")).decode(hard) == []
-    # ... while the sweep (step 4: ZBar on the whole frame, on a schedule) reads it untracked.
     untracked = build_pipeline(DecoderConfig(presence_gate=False, track=False))
     assert [c.text for c in untracked.decode(hard)] == ["QRG1:" + "m" * 60]
-    assert untracked.stats.swept == 1 and untracked.stats.sweep_reads == 1
+    assert isinstance(untracked.decoder, CascadeDecoder) and untracked.decoder.stats.texture_reads == 1
+    tracked = build_pipeline(DecoderConfig(presence_gate=False))
+    assert isinstance(tracked.decoder, CascadeDecoder)
+    tracked.decoder._small_look = None  # no texture look: only the tracked region can help
+    assert tracked.decode(frame) and tracked.decode(hard)
+    assert tracked.stats.region_repaired == 1
+    # With neither, nothing reads it.
+    blind = build_pipeline(DecoderConfig(presence_gate=False, track=False))
+    assert isinstance(blind.decoder, CascadeDecoder)
+    blind.decoder._small_look = None
+    assert blind.decode(hard) == []
 
 
 def test_the_sweep_runs_on_every_nth_frame_where_nothing_was_found_and_maps_corners_back():

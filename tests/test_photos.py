@@ -1,8 +1,12 @@
 """Real photos (../shared/qr-photos, the zxing-cpp project's samples: nobody here made them): the
 gate's decoder and ``qrgate scan`` read at least every photo a bare zxing-cpp call reads, in every
-view the bench measures (as captured, scaled to fill 640x480 and 1280x720, halved)."""
+view the bench measures (as captured, scaled to fill 640x480 and 1280x720, halved), and as taken
+the gate's decoder meets the issue's target against it (+5 points pooled and on the mean of the
+folders, none more than 2 points below)."""
 
 from __future__ import annotations
+
+import statistics
 
 import pytest
 
@@ -51,3 +55,20 @@ def test_scan_reads_more_than_bare_zxing_where_codes_are_small() -> None:
         bare += photo.expected in bare_texts(image)
         scan += photo.expected in [code.text for code in decoder.decode(image)]
     assert scan >= bare + 30
+
+
+def test_as_taken_the_gate_reads_five_points_more_than_bare_zxing_pooled_and_per_folder() -> None:
+    # Measured: 125 -> 136 of 137; the folder of labels on wrinkled fabric (qrcode-4) 15 -> 23 of
+    # 24 (the warped-grid rung), artistic codes with a picture in the modules (qrcode-2) 53 -> 56.
+    gate = build_decoder()
+    by_folder: dict[str, list[tuple[bool, bool]]] = {}
+    for photo in PHOTO_SET:
+        read = (photo.expected in bare_texts(photo.grey), photo.expected in [c.text for c in gate.decode(photo.grey)])
+        by_folder.setdefault(photo.condition, []).append(read)
+    pairs = [pair for reads in by_folder.values() for pair in reads]
+    pooled_gain = 100.0 * (sum(g for _, g in pairs) - sum(b for b, _ in pairs)) / len(pairs)
+    gains = {folder: 100.0 * (sum(g for _, g in reads) - sum(b for b, _ in reads)) / len(reads)
+             for folder, reads in by_folder.items()}
+    assert pooled_gain >= 5.0
+    assert statistics.fmean(gains.values()) >= 5.0
+    assert min(gains.values()) >= -2.0

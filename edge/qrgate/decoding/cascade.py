@@ -8,10 +8,12 @@ of the frame, with a margin) is worked on: first zxing again on the region alone
 then adapts to the code, not the whole scene), then image fixes and the other decoders, cheapest
 and most productive first, at most ``max_attempts`` of them, stopping at the first read.
 ``read_region`` runs the same ladder on a region the caller knows holds a code (the tracker's
-last position), which is how codes zxing does not even locate get a second chance.
+last position). Where zxing located nothing, ``read_unlocated`` locates by texture instead (the
+small-code look's map of dense edges both ways) and ladders the largest code-like box: a frame
+without code-like texture still costs zxing and the look (a 320 px texture map) only.
 
-Thread-safe: no per-call state is kept on the instance apart from counters (under a lock), so
-decode workers can share one cascade.
+Thread-safe: no per-call state is kept on the instance apart from counters (under a lock) and the
+optional ``StaticTexture`` (under its own), so decode workers can share one cascade.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ import numpy as np
 
 from . import repair
 from .base import DecodedCode, Decoder, DetectingDecoder, Scan
-from .geometry import Box, box_area, box_centre, located_boxes
-from .small_codes import SmallCodeLook
+from .geometry import Box, box_area, box_centre, box_overlap, located_boxes
+from .small_codes import SmallCodeLook, StaticTexture
 
 Fix = Callable[[np.ndarray], np.ndarray | None]  # None: the fix does not apply to this region
 
@@ -45,7 +47,8 @@ class Attempt:
     scale: float = 1.0
 
 
-def default_attempts(zxing: Decoder, zbar: Decoder | None = None, opencv: Decoder | None = None) -> list[Attempt]:
+def default_attempts(zxing: Decoder, zbar: Decoder | None = None, opencv: Decoder | None = None,
+                     histogram: Decoder | None = None, warped: Decoder | None = None) -> list[Attempt]:
     """The repair ladder, most codes rescued per millisecond first, as measured on the synthetic
     gate scene (2020 regions over every category and three seeds; docs/performance.md has the
     table). Decoders that are not installed are left out.
@@ -55,6 +58,12 @@ def default_attempts(zxing: Decoder, zbar: Decoder | None = None, opencv: Decode
     earlier rung did not, but real photos are not synthetic: ``qrgate scan``, with no deadline,
     runs them all. zxing on the bare region is not a rung: the sharpened region reads every code
     it does.
+
+    Two rungs are there for real photos (``histogram``, ``warped``; none if not given): they read
+    nothing on the synthetic regions, and on ../shared/qr-photos' regions 4 and 21 that no earlier
+    rung read (a picture inside the modules; labels on wrinkled fabric), at a median 0.4 and 0.2 ms
+    on the synthetic regions they do not read, so they are the gate's last rungs (with ZBar, the
+    7th and 8th).
     """
     ladder = [
         Attempt("sharpen+zxing", zxing, repair.sharpen),
@@ -65,6 +74,10 @@ def default_attempts(zxing: Decoder, zbar: Decoder | None = None, opencv: Decode
     if zbar is not None:
         ladder.append(Attempt("zbar", zbar))
         ladder.append(Attempt("upscale+zbar", zbar, repair.upscale, 2.0))
+    if histogram is not None:
+        ladder.append(Attempt("smooth+histogram+zxing", histogram, repair.smooth))
+    if warped is not None:
+        ladder.append(Attempt("warped+zxing", warped))
     ladder.append(Attempt("range+zxing", zxing, repair.local_range, 2.0))
     if zbar is not None:
         ladder.append(Attempt("range+zbar", zbar, repair.local_range, 2.0))
@@ -91,6 +104,7 @@ class CascadeStats:
     attempts: int = 0  # attempts run in all
     reads_by: Counter[str] = field(default_factory=Counter)  # attempt name -> regions it read
     small_reads: int = 0  # frames nothing was located in, read by the small-code look
+    texture_reads: int = 0  # frames read by the ladder on code-like texture zxing did not locate
 
 
 class CascadeDecoder:
@@ -105,7 +119,7 @@ class CascadeDecoder:
 
     def __init__(self, primary: DetectingDecoder, attempts: Sequence[Attempt], *, max_attempts: int | None = None,
                  margin: float = 0.15, max_regions: int = 2, wide_attempts: Sequence[Attempt] = (),
-                 small_look: SmallCodeLook | None = None) -> None:
+                 small_look: SmallCodeLook | None = None, static_texture: StaticTexture | None = None) -> None:
         """``max_regions``: located-but-unreadable symbols of one frame the ladder is run on,
         largest first (a second one is usually a second visitor's code, or texture in the scene
         that zxing took for a finder pattern). ``wide_attempts``: what the wide look runs
@@ -123,6 +137,7 @@ class CascadeDecoder:
         self._margin = margin
         self._wide_attempts = tuple(wide_attempts)
         self._small_look = small_look
+        self._static_texture = static_texture
         self._lock = threading.Lock()
         self.stats = CascadeStats()
 
@@ -151,14 +166,48 @@ class CascadeDecoder:
                 break
         if not codes and boxes and self._wide_attempts:
             codes = self.read_around(grey, boxes[0])
-        if not codes and self._small_look is not None:
+        if not codes:
             # Also after a failed ladder: a code too small to locate often sits beside a false
             # finder pattern zxing did locate (4 of the 20 halved photos it adds are such).
-            codes = self._small_look.read(grey)
-            if codes:
-                with self._lock:
-                    self.stats.small_reads += 1
+            codes = self.read_unlocated(grey, boxes)
         return Scan(codes, 0 if codes else scan.unreadable, () if codes else scan.regions)
+
+    def read_unlocated(self, grey: np.ndarray, laddered: Sequence[Box] = ()) -> list[DecodedCode]:
+        """The codes zxing-cpp did not locate: the small-code look (decoding/small_codes.py), then
+        the ladder on the largest code-like box it found and could not read (the texture ladder).
+
+        zxing-cpp locates a code by its finder patterns; a blurred, streaked, moiré-striped or
+        partly covered code often keeps none it can find, and then no rung ever ran: at 2304x1296,
+        on the synthetic blur and motion frames nothing read, the ladder on the code's true box
+        read 6 and 6 more (docs/performance.md). The look's texture map finds such a code as it
+        finds a small one, as a square of dense edges both ways; a box whose edges are
+        ``STRONG_EDGES`` or denser is laddered, unless it is one of ``laddered`` (already tried,
+        IoU 0.7) or, with ``static_texture``, clutter of the scene tried a moment ago.
+        """
+        if self._small_look is None:
+            return []
+        codes, strong = self._small_look.look(grey)
+        if codes:
+            with self._lock:
+                self.stats.small_reads += 1
+            return codes
+        width = grey.shape[1]
+        memory = self._static_texture
+        for box, edges in strong[:1]:
+            if any(_iou(box, done) >= 0.7 for done in laddered):
+                continue
+            if memory is not None and not memory.fresh(box, edges, width):
+                continue
+            codes = self.read_region(grey, box)
+            if codes:
+                if memory is not None:
+                    memory.read(box, width)
+                with self._lock:
+                    self.stats.texture_reads += 1
+                return codes
+            if memory is not None:
+                memory.failed(box, edges, width)
+        return []
 
     def read_around(self, grey: np.ndarray, box: Box) -> list[DecodedCode]:
         """The wide look: ``wide_attempts`` on a square ``WIDE_GROWTH`` times the located box's
@@ -217,6 +266,11 @@ class CascadeDecoder:
                 stats.repaired += 1
                 stats.reads_by[winner] += 1
         return codes
+
+
+def _iou(a: Box, b: Box) -> float:
+    shared = box_overlap(a, b)
+    return shared / (box_area(a) + box_area(b) - shared)
 
 
 def _to_frame(code: DecodedCode, scale: float, name: str, x0: int, y0: int) -> DecodedCode:

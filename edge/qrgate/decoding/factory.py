@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 
+import zxingcpp
+
 from ..config import LADDER_RUNGS, DecoderConfig
 from ..errors import DecoderUnavailable
 from .base import Decoder
@@ -14,8 +16,9 @@ from .opencv import OpenCvDecoder
 from .photo import PhotoDecoder, default_passes
 from .pipeline import FramePipeline
 from .presence import PresenceGate
-from .small_codes import SmallCodeLook
+from .small_codes import SmallCodeLook, StaticTexture
 from .tracking import RegionTracker
+from .warped import WarpedGridDecoder
 from .zbar import ZbarDecoder
 from .zxing import ZxingDecoder
 
@@ -26,7 +29,7 @@ log = logging.getLogger(__name__)
 DEFAULT_OPTIONS = DecoderConfig()
 
 
-def build_decoder(options: DecoderConfig = DEFAULT_OPTIONS) -> Decoder:
+def build_decoder(options: DecoderConfig = DEFAULT_OPTIONS, static_texture: StaticTexture | None = None) -> Decoder:
     """The whole-frame decoder ``options`` describe.
 
     With zxing as the backend and ``repair`` on, the cascade: zxing on the frame, and on a QR it
@@ -50,10 +53,18 @@ def build_decoder(options: DecoderConfig = DEFAULT_OPTIONS) -> Decoder:
             log.warning("decoder fallback %r unavailable, decoding without it: %s", fallback, exc)
     if isinstance(primary, ZxingDecoder) and options.repair:
         zbar = second if isinstance(second, ZbarDecoder) else None
-        return CascadeDecoder(primary, default_attempts(ZxingDecoder(), second, OpenCvDecoder()),
+        return CascadeDecoder(primary, default_attempts(ZxingDecoder(), second, OpenCvDecoder(), _histogram_reader(),
+                                                        WarpedGridDecoder()),
                               max_attempts=options.max_repairs, wide_attempts=wide_attempts(zbar),
-                              small_look=SmallCodeLook(ZxingDecoder(try_invert=options.try_invert)))
+                              small_look=SmallCodeLook(ZxingDecoder(try_invert=options.try_invert)),
+                              static_texture=static_texture)
     return primary if second is None else FallbackDecoder(primary, second)
+
+
+def _histogram_reader() -> ZxingDecoder:
+    """The ladder's global-threshold reader: zxing-cpp's GlobalHistogram binariser, with its own
+    multi-resolution reading (the smoothed, textured codes it is for read at a lower resolution)."""
+    return ZxingDecoder(binarizer=zxingcpp.Binarizer.GlobalHistogram, try_downscale=True)
 
 
 def _make(name: str, options: DecoderConfig) -> Decoder:
@@ -67,22 +78,20 @@ def build_pipeline(options: DecoderConfig = DEFAULT_OPTIONS) -> FramePipeline:
     """What the gate runs per frame: ``build_decoder(options)`` behind a presence gate (unless
     ``presence_gate`` is off; a frame is decoded at least every ``decode_every`` frames) and with
     region tracking (unless ``track`` is off). See FramePipeline. ``workers`` is the service's."""
-    decoder = build_decoder(options)
+    # The texture ladder's memory of the scene's clutter (small_codes.StaticTexture) is per
+    # camera, so per pipeline.
+    decoder = build_decoder(options, StaticTexture())
     # The tracked region is read with the fast decoder alone: if that fails, the whole frame
     # goes through the cascade, which would otherwise repeat the ladder on the same region.
     region_decoder = _make("zxing", options) if options.backend == "zxing" else None
-    # Step 4's sweep is ZBar when it is the configured fallback (FramePipeline says why).
-    sweep: Decoder | None = None
-    if options.fallback == "zbar" and options.backend == "zxing" and options.repair:
-        try:
-            sweep = ZbarDecoder()
-        except DecoderUnavailable:
-            sweep = None  # build_decoder has warned already
+    # No sweep (FramePipeline's step 4, ZBar on the whole frame every third frame nothing was
+    # read in): since the cascade ladders the code-like texture zxing-cpp does not locate
+    # (CascadeDecoder.read_unlocated), with ZBar among the rungs, the sweep read no frame of the
+    # bench's at any size (the same rates with it and without), and it cost a ZBar call.
     presence = PresenceGate(threshold=options.presence_threshold, decode_every=options.decode_every)
     return FramePipeline(
         decoder,
         region_decoder=region_decoder,
-        sweep=sweep,
         presence=presence if options.presence_gate else None,
         tracker=RegionTracker() if options.track else None,
     )

@@ -99,9 +99,9 @@ class PhotoDecoder:
                 left_unread |= not found
         if codes and not left_unread:
             return codes
-        small_look = self._cascade.small_look
-        if small_look is not None:  # what the gate's cascade does where nothing is located
-            _add(codes, small_look.read(grey))
+        # What the gate's cascade does where zxing located nothing: the small-code look and the
+        # texture ladder.
+        _add(codes, self._cascade.read_unlocated(grey, located_boxes(primary.regions, height, width)))
         for whole in self._passes:
             prepared = whole.prepare(grey)
             if prepared is None:

@@ -11,19 +11,18 @@ Per decoded frame:
    the frame). Every ``full_frame_every``-th frame goes to step 2 anyway, so a second visitor's
    code elsewhere in the frame is not missed while the first is held up.
 2. The cascade on the whole frame: zxing, the repair ladder on any located-but-unreadable QR,
-   and the small-code look where nothing was located (decoding/small_codes.py).
+   and where nothing was read, the small-code look and the ladder on the largest code-like
+   texture zxing did not locate (``CascadeDecoder.read_unlocated``).
 3. Nothing read and nothing located, but a code was read or located there within the last few
    frames and the region still looks like it (``Hint.still_there``): the repair ladder on that
    region. Codes zxing fails to even locate (heavy blur, moiré, a shadow edge) are read here.
-4. Still nothing read (whether or not something was located), on every ``sweep_every``-th such
-   frame: the sweep decoder (ZBar) on the whole frame, shrunk to at most ``SWEEP_MAX_WIDTH``. A code
-   zxing-cpp never located is never tracked, so steps 1 and 3 cannot help it; ZBar's scan-line
-   finder reads some of them (a code with a damaged finder pattern: at 1280x720 and 2304x1296 the
-   synthetic damage condition's frames ZBar read and nothing else did were 17 and 18 of 90). ZBar
-   costs about ten zxing-cpp QR calls, so it runs on a schedule, not per frame: a code held up for a
-   second is in view for about 30 frames, and the frames the presence gate lets through are already
-   only those where the scene changed. The first such frame of a pipeline is swept (a single photo
-   is read as a gate would, not only on a third of the calls).
+4. Optional (``sweep``; ``build_pipeline`` leaves it out): still nothing read, on every
+   ``sweep_every``-th such frame, a sweep decoder (ZBar) on the whole frame, shrunk to at most
+   ``SWEEP_MAX_WIDTH``. ZBar's scan-line finder reads some codes zxing-cpp never locates (a
+   damaged finder pattern: at 1280x720 and 2304x1296, 17 and 18 of the 90 damage frames); since
+   step 2 ladders the code-like texture zxing does not locate, ZBar among its rungs, the sweep
+   reads none of the bench's frames that step 2 has not, so the gate does not pay for it. The
+   first such frame of a pipeline is swept (a single photo is read as a gate would).
 """
 
 from __future__ import annotations
@@ -41,7 +40,8 @@ from .presence import PresenceGate
 from .tracking import RegionTracker
 
 # Step 4's frame width bound: ZBar read as many of the damaged codes at 960 px as at the full
-# 1280 or 2304 (17 and 18 of 90 against 14 and 16) in a half or a seventh of the time (10 ms).
+# 1280 or 2304 (17 and 18 of 90 against 14 and 16) in a half or a seventh of the time (10 ms); a
+# sweep at 1280 px read nothing more either.
 SWEEP_MAX_WIDTH = 960
 
 

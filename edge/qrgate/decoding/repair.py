@@ -22,6 +22,13 @@ def sharpen(region: np.ndarray) -> np.ndarray:
     return cv2.addWeighted(region, 2.5, blurred, -1.5, 0)
 
 
+def smooth(region: np.ndarray) -> np.ndarray:
+    """Gaussian blur (sigma 1 px): averages away texture printed inside the modules (a picture
+    showing through an artistic code, a halftone, a screen's pixel grid) that breaks each module
+    into dark and light specks; a global threshold then sees the modules again."""
+    return cv2.GaussianBlur(region, (0, 0), 1.0)
+
+
 def local_contrast(region: np.ndarray) -> np.ndarray:
     """CLAHE on 4x4 tiles: lifts modules washed out by a glare veil or a shadow in part of the code
     (a global contrast stretch cannot, as the rest of the code already spans the full range)."""

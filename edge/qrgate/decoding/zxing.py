@@ -38,7 +38,9 @@ class ZxingDecoder:
       rotation-invariant already, so for QR it reads nothing more and costs time.
     * ``binarizer`` (LocalAverage): GlobalHistogram reads some even, low-contrast prints the local
       one does not and loses more elsewhere; it is a whole-image pass of ``qrgate scan``
-      (decoding/photo.py). FixedThreshold and BoolCast are for images already binarised.
+      (decoding/photo.py) and, after smoothing, a rung of the repair ladder (a picture printed
+      inside the modules: cascade.default_attempts). FixedThreshold and BoolCast are for images
+      already binarised.
     * ``is_pure`` is never set: it is for a symbol alone on a clean image (a rendered PNG), never a
       camera frame.
     """
